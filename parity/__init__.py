@@ -1,0 +1,1 @@
+"""Parity's domain core: pure Python, no Dagster. See DESIGN.md."""
