@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then lint, type-check and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh test
+bash scripts/install-postgrest.sh
+.venv/bin/ruff check parity assets checks orchestration tests benchmarks
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
