@@ -1,0 +1,1 @@
+"""Dagster asset checks backed by Great Expectations 1.x suites."""

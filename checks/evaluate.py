@@ -1,0 +1,113 @@
+"""Evaluate the asset checks for one asset's data and yield Dagster check results.
+
+Called from inside the asset's step with the data it just produced (see
+:func:`checks.specs.reconciliation_check_specs` for why). For each selected check: derive
+its small frame (:mod:`checks.suites`), validate it with Great Expectations
+(:mod:`checks.adapter`), and turn GE's verdict into an ``AssetCheckResult`` whose
+severity is the highest GE severity among the failed expectations (``critical`` is
+ERROR, anything else WARN). GE's validation results for the partition are kept as JSON at
+``<reports_dir>/<partition>.ge.<asset>.json``, next to the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from checks import adapter, specs, suites
+from checks.criteria import SuccessCriteria
+from parity.report import write_json_atomic
+
+
+def ge_results_path(reports_dir: Path, partition_key: str, asset: str) -> Path:
+    return reports_dir / f"{partition_key}.ge.{asset}.json"
+
+
+def evaluate_checks(
+    asset: str,
+    data: object,
+    selected: set[str],
+    partition_key: str,
+    reports_dir: Path | None = None,
+    criteria: SuccessCriteria | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """Yield a result for each check of ``asset`` named in ``selected``.
+
+    ``data``: the snapshot table for the snapshot assets, the report dict for
+    ``event_reconciliation``. ``reports_dir``: where GE's results are written (nothing is
+    written when None). ``criteria``: thresholds, from the environment when None.
+    """
+    checks = [c for c in specs.checks_for(asset) if c.name in selected]
+    if not checks:
+        return
+    criteria = criteria or SuccessCriteria.from_env()
+    subject: Any = suites.SnapshotKeys(data) if isinstance(data, pa.Table) else data
+    path = ge_results_path(reports_dir, partition_key, asset) if reports_dir else None
+    documents: dict[str, Any] = {}
+    results = []
+    for check in checks:
+        prepared = suites.BUILDERS[check.name](subject, criteria)
+        outcome = adapter.validate(f"{asset}.{check.name}", prepared.frame, prepared.expectations)
+        documents[check.name] = outcome.document
+        results.append(_result(check, prepared, outcome, partition_key, path))
+    if path is not None:
+        write_json_atomic(
+            path,
+            {
+                "partition": partition_key,
+                "asset": asset,
+                "evaluated_at": dt.datetime.now(dt.UTC).isoformat(),
+                "criteria": criteria.to_json(),
+                "validations": documents,
+            },
+        )
+    yield from results
+
+
+def _result(
+    check: specs.CheckDef,
+    prepared: suites.Prepared,
+    outcome: adapter.Outcome,
+    partition_key: str,
+    path: Path | None,
+) -> dg.AssetCheckResult:
+    if outcome.success:
+        severity = check.severity
+    elif any(f["severity"] == "critical" for f in outcome.failed):
+        severity = specs.ERROR
+    else:
+        severity = specs.WARN
+    metadata: dict[str, Any] = {
+        "partition": partition_key,
+        "observed_value": _number(prepared.observed),
+        "threshold": _number(prepared.threshold),
+        "failed_expectations": dg.MetadataValue.json(outcome.failed),
+        "sample": dg.MetadataValue.json(prepared.sample),
+        **{k: _number(v) if isinstance(v, int | float) else v for k, v in prepared.details.items()},
+    }
+    if prepared.note:
+        metadata["note"] = prepared.note
+    if path is not None:
+        metadata["ge_results"] = dg.MetadataValue.path(str(path))
+    return dg.AssetCheckResult(
+        check_name=check.name,
+        asset_key=dg.AssetKey(check.asset),
+        passed=outcome.success,
+        severity=severity,
+        metadata=metadata,
+    )
+
+
+def _number(value: float | int | None) -> dg.MetadataValue:
+    if value is None:
+        return dg.MetadataValue.null()
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.float(float(value))

@@ -1,0 +1,192 @@
+"""Which asset checks exist, on which asset, how severe a failure is and whether it blocks.
+
+Names are part of the contract (sensors, the CLI and the README refer to them).
+
+Severity follows one rule: an ERROR-severity failure rolls the Supabase rollout back
+(DESIGN 5), so ERROR is reserved for loss or corruption of what Supabase holds. Faults of
+the WebSocket log (the source of truth) are real findings, but rolling Supabase back would
+not repair them and would move traffic onto the very path that lost or mangled the data,
+so they are WARN. Soft SLOs (latency, quarantine share) are WARN too: latency has its own
+sustained-breach trigger in the health sensor, and quarantined lines are a log-side fault.
+
+Blocking stops downstream assets when an ERROR-severity failure occurs. No snapshot check
+blocks: the reconciliation is what measures and reports every one of these faults, and a
+blocked hour would have no report at all. The reconciliation checks whose failure means
+Supabase's copy of the hour is not trustworthy (critical events lost, corrupted events,
+delivery below the SLO) block, so nothing downstream treats the hour as verified; the
+report is written before the checks run, so it survives a blocked run.
+
+| check | asset | severity | blocking |
+|---|---|---|---|
+| `ws_sequence_is_continuous` | `ws_log_snapshot` | WARN | no |
+| `ws_checksums_are_valid` | `ws_log_snapshot` | WARN | no |
+| `ws_keys_are_unique` | `ws_log_snapshot` | WARN | no |
+| `supabase_sequence_is_continuous` | `supabase_events_snapshot` | ERROR | no |
+| `supabase_checksums_are_valid` | `supabase_events_snapshot` | ERROR | no |
+| `supabase_keys_are_unique` | `supabase_events_snapshot` | ERROR / WARN (1) | no |
+| `delivery_rate_meets_slo` | `event_reconciliation` | ERROR | yes |
+| `no_critical_events_lost` | `event_reconciliation` | ERROR | yes |
+| `no_checksum_mismatches` | `event_reconciliation` | ERROR | yes |
+| `latency_p95_within_slo` | `event_reconciliation` | WARN (2) | no |
+| `quarantine_within_tolerance` | `event_reconciliation` | WARN | no |
+
+(1) ERROR when a key's copies carry different checksums (two versions of one event);
+WARN when they are identical retry copies only (a table without the unique constraint:
+nothing is lost or corrupted, but readers double-count). On the log, identical retry
+copies pass. (2) An hour without matched events passes with a note: there is nothing to
+measure, and lost events fail ``delivery_rate_meets_slo``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+# The asset names, as assets/reconciliation.py defines them (tests assert they agree). They
+# are repeated rather than imported because checks/ must load without the assets module.
+WS_LOG_SNAPSHOT = "ws_log_snapshot"
+SUPABASE_EVENTS_SNAPSHOT = "supabase_events_snapshot"
+EVENT_RECONCILIATION = "event_reconciliation"
+
+WS_SEQUENCE_IS_CONTINUOUS = "ws_sequence_is_continuous"
+WS_CHECKSUMS_ARE_VALID = "ws_checksums_are_valid"
+WS_KEYS_ARE_UNIQUE = "ws_keys_are_unique"
+SUPABASE_SEQUENCE_IS_CONTINUOUS = "supabase_sequence_is_continuous"
+SUPABASE_CHECKSUMS_ARE_VALID = "supabase_checksums_are_valid"
+SUPABASE_KEYS_ARE_UNIQUE = "supabase_keys_are_unique"
+DELIVERY_RATE_MEETS_SLO = "delivery_rate_meets_slo"
+NO_CRITICAL_EVENTS_LOST = "no_critical_events_lost"
+NO_CHECKSUM_MISMATCHES = "no_checksum_mismatches"
+LATENCY_P95_WITHIN_SLO = "latency_p95_within_slo"
+QUARANTINE_WITHIN_TOLERANCE = "quarantine_within_tolerance"
+
+ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
+
+
+@dataclass(frozen=True)
+class CheckDef:
+    """One check: its name, asset, the severity of a failure, and whether it blocks."""
+
+    name: str
+    asset: str
+    severity: dg.AssetCheckSeverity
+    blocking: bool
+    description: str
+
+    def spec(self) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            name=self.name, asset=self.asset, blocking=self.blocking, description=self.description
+        )
+
+
+CHECKS: tuple[CheckDef, ...] = (
+    CheckDef(
+        WS_SEQUENCE_IS_CONTINUOUS,
+        WS_LOG_SNAPSHOT,
+        WARN,
+        False,
+        "Per stream, every seq between the stream's first and last event of the hour is in "
+        "the log. Gaps are reported as ranges with their streams.",
+    ),
+    CheckDef(
+        WS_CHECKSUMS_ARE_VALID,
+        WS_LOG_SNAPSHOT,
+        WARN,
+        False,
+        "Every logged event's checksum recomputes (DESIGN 2).",
+    ),
+    CheckDef(
+        WS_KEYS_ARE_UNIQUE,
+        WS_LOG_SNAPSHOT,
+        WARN,
+        False,
+        "Each (stream, seq) is logged once, or its copies are identical retries (same checksum).",
+    ),
+    CheckDef(
+        SUPABASE_SEQUENCE_IS_CONTINUOUS,
+        SUPABASE_EVENTS_SNAPSHOT,
+        ERROR,
+        False,
+        "Per stream, Supabase has every seq between the stream's first and last "
+        "non-CRITICAL row of the hour. Streams enter the rollout cohort whole, and a "
+        "non-CRITICAL row proves its stream was in it; CRITICAL rows outside that span may "
+        "have been routed by MONITORING_CRITICAL_EVENTS_SUPABASE alone, which skips the "
+        "stream's other events, so they are not judged here (the reconciliation is).",
+    ),
+    CheckDef(
+        SUPABASE_CHECKSUMS_ARE_VALID,
+        SUPABASE_EVENTS_SNAPSHOT,
+        ERROR,
+        False,
+        "Every Supabase row's checksum recomputes from its columns (DESIGN 2).",
+    ),
+    CheckDef(
+        SUPABASE_KEYS_ARE_UNIQUE,
+        SUPABASE_EVENTS_SNAPSHOT,
+        ERROR,
+        False,
+        "Each (stream, seq) has one row. Copies with different checksums fail with ERROR; "
+        "identical retry copies (a table without the unique constraint) fail with WARN.",
+    ),
+    CheckDef(
+        DELIVERY_RATE_MEETS_SLO,
+        EVENT_RECONCILIATION,
+        ERROR,
+        True,
+        "matched / expected_in_supabase is at least the SLO "
+        "(PARITY_SLO_DELIVERY_RATE, default 0.999).",
+    ),
+    CheckDef(
+        NO_CRITICAL_EVENTS_LOST,
+        EVENT_RECONCILIATION,
+        ERROR,
+        True,
+        "No CRITICAL event the cohort sent to Supabase is missing there.",
+    ),
+    CheckDef(
+        NO_CHECKSUM_MISMATCHES,
+        EVENT_RECONCILIATION,
+        ERROR,
+        True,
+        "No (stream, seq) on both sides has different checksums in Supabase and the log.",
+    ),
+    CheckDef(
+        LATENCY_P95_WITHIN_SLO,
+        EVENT_RECONCILIATION,
+        WARN,
+        False,
+        "p95 of received_at - emitted_at over matched events is below the SLO "
+        "(PARITY_SLO_P95_MS, default 500 ms). An hour without matched events passes with a "
+        "note: there is nothing to measure, and lost events fail the delivery check.",
+    ),
+    CheckDef(
+        QUARANTINE_WITHIN_TOLERANCE,
+        EVENT_RECONCILIATION,
+        WARN,
+        False,
+        "Quarantined lines are at most a share of the hour's log lines "
+        "(PARITY_QUARANTINE_MAX_SHARE, default 0.001).",
+    ),
+)
+CHECKS_BY_NAME: dict[str, CheckDef] = {c.name: c for c in CHECKS}
+
+
+def checks_for(asset: str) -> tuple[CheckDef, ...]:
+    return tuple(c for c in CHECKS if c.asset == asset)
+
+
+def reconciliation_check_specs() -> dict[str, list[dg.AssetCheckSpec]]:
+    """Check specs per asset name, for ``@dg.asset(check_specs=...)``.
+
+    The checks are declared on the assets and their results yielded by the asset's own
+    step, rather than written as Dagster 1.13's (preview) partitioned ``@asset_check``:
+    the results then attach to the materialization of the partition that was just
+    computed, no preview API is involved, and the checks judge the data already in
+    memory instead of reading the hour's Parquet snapshot a second time.
+    """
+    specs: dict[str, list[dg.AssetCheckSpec]] = {}
+    for check in CHECKS:
+        specs.setdefault(check.asset, []).append(check.spec())
+    return specs

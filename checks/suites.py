@@ -1,0 +1,454 @@
+"""What each check validates: a small frame derived from the asset's data, and the
+Great Expectations expectations that frame must meet.
+
+Per-stream sequence gaps and duplicate keys are not GE built-ins, and GE on a
+million-row frame would cost more than the reconciliation itself. So the heavy part is
+columnar (pyarrow + numpy: encode streams, sort by (stream, seq) once, diff) and GE
+validates only what that yields: one row per gap, per duplicated key, per invalid row, or a
+one-row summary of the report. Empty frames are the clean case.
+
+Supabase continuity has no cohort information here (the snapshot is all this asset has),
+so it relies on DESIGN 5: streams move into the rollout cohort whole, hence a stream in
+the cohort is gapless in Supabase. A non-CRITICAL row proves its stream was in the cohort
+(only the rollout percentage routes non-CRITICAL events); a CRITICAL row does not, since
+``MONITORING_CRITICAL_EVENTS_SUPABASE`` routes CRITICAL events of any stream and skips the
+stream's other events. So each stream is judged between its first and last non-CRITICAL
+seq of the hour: a stream's own entry into or exit from the cohort mid-hour (a promotion,
+a rollback) never reads as a gap, and a CRITICAL-only stream is left to the
+reconciliation, which knows the cohort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from checks import specs
+from checks.adapter import ExpectationSpec
+from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
+
+CRITICAL = "CRITICAL"
+#: GE's severity for an expectation whose failure is a Dagster ERROR or WARN.
+GE_SEVERITY = {specs.ERROR: "critical", specs.WARN: "warning"}
+
+_GAPS_SCHEMA = pa.schema(
+    [
+        ("stream", pa.string()),
+        ("first_missing", pa.int64()),
+        ("last_missing", pa.int64()),
+        ("missing_events", pa.int64()),
+    ]
+)
+_KEYS_SCHEMA = pa.schema([("stream", pa.string()), ("seq", pa.int64())])
+_DUPLICATES_SCHEMA = pa.schema(
+    [
+        ("stream", pa.string()),
+        ("seq", pa.int64()),
+        ("copies", pa.int64()),
+        ("distinct_checksums", pa.int64()),
+        ("conflicting", pa.bool_()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A check ready for GE: the frame, its expectations, and what the result reports.
+
+    ``frame`` holds only the columns the expectations need (GE's per-batch cost grows
+    with string columns); the keys for people are in ``sample``.
+    """
+
+    frame: pa.Table
+    expectations: tuple[ExpectationSpec, ...]
+    observed: float | int | None
+    threshold: float | int
+    sample: list[Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+
+class SnapshotKeys:
+    """The snapshot's (stream, seq) keys sorted once, shared by the checks of one asset."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    @cached_property
+    def _sorted(self) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray | None]:
+        streams = self.table.column("stream")
+        encoded = pc.dictionary_encode(
+            streams.combine_chunks() if isinstance(streams, pa.ChunkedArray) else streams
+        )
+        code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        seq = self.table.column("seq").to_numpy()
+        order: np.ndarray | None = None
+        if seq.size:
+            low, span = int(seq.min()), int(seq.max()) - int(seq.min()) + 1
+            if len(encoded.dictionary) * span < 2**62:
+                key = code * span + (seq - low)
+                if not bool(np.all(key[1:] >= key[:-1])):
+                    order = np.argsort(key)
+            else:
+                order = np.lexsort((seq, code))
+        if order is not None:
+            code, seq = code[order], seq[order]
+        return encoded.dictionary, code, seq, order
+
+    @property
+    def streams(self) -> pa.Array:
+        return self._sorted[0]
+
+    @property
+    def code(self) -> np.ndarray:
+        """Stream code of each row, in sorted order."""
+        return self._sorted[1]
+
+    @property
+    def seq(self) -> np.ndarray:
+        return self._sorted[2]
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """Original row numbers of sorted positions."""
+        order = self._sorted[3]
+        return positions if order is None else order[positions]
+
+    def in_sorted_order(self, values: np.ndarray) -> np.ndarray:
+        order = self._sorted[3]
+        return values if order is None else values[order]
+
+
+# --- snapshot checks ---------------------------------------------------------------------
+
+
+def sequence_gaps(keys: SnapshotKeys, level: str, *, non_critical_span: bool) -> Prepared:
+    """One row per run of missing seqs strictly inside a stream's judged span."""
+    code, seq = keys.code, keys.seq
+    at = np.flatnonzero((code[1:] == code[:-1]) & (np.diff(seq) > 1))
+    if non_critical_span and at.size:
+        at = at[_inside_non_critical_span(keys, at)]
+    first, last = seq[at] + 1, seq[at + 1] - 1
+    gaps = _sorted_by(
+        pa.table(
+            {
+                "stream": keys.streams.take(pa.array(code[at])),
+                "first_missing": first,
+                "last_missing": last,
+                "missing_events": last - first + 1,
+            },
+            schema=_GAPS_SCHEMA,
+        ),
+        ["stream", "first_missing"],
+    )
+    missing = int(pc.sum(gaps.column("missing_events")).as_py() or 0)
+    return Prepared(
+        frame=gaps.select(["missing_events"]),
+        expectations=(
+            ExpectationSpec("ExpectTableRowCountToEqual", {"value": 0}, level),
+            ExpectationSpec(
+                "ExpectColumnSumToBeBetween",
+                {"column": "missing_events", "min_value": 0, "max_value": 0},
+                level,
+            ),
+        ),
+        observed=missing,
+        threshold=0,
+        sample=gaps.slice(0, SAMPLE_LIMIT).select(list(_GAPS_SCHEMA.names[:3])).to_pylist(),
+        details={
+            "gaps": gaps.num_rows,
+            "streams_with_gaps": len(pc.unique(gaps.column("stream"))),
+            "streams": len(keys.streams),
+        },
+    )
+
+
+def _inside_non_critical_span(keys: SnapshotKeys, at: np.ndarray) -> np.ndarray:
+    """Which gaps (between sorted positions ``at`` and ``at + 1``) lie between their
+    stream's first and last non-CRITICAL row."""
+    non_critical = pc.fill_null(pc.not_equal(keys.table.column("category"), CRITICAL), True)
+    positions = np.flatnonzero(keys.in_sorted_order(non_critical.to_numpy(zero_copy_only=False)))
+    first = np.full(len(keys.streams), np.iinfo(np.int64).max)
+    last = np.full(len(keys.streams), -1)
+    if positions.size:
+        stream = keys.code[positions]  # non-decreasing: rows are sorted by stream
+        change = np.flatnonzero(np.r_[True, stream[1:] != stream[:-1]])
+        first[stream[change]] = positions[change]
+        last[stream[change]] = positions[np.append(change[1:], positions.size) - 1]
+    stream_of_gap = keys.code[at]
+    return (first[stream_of_gap] <= at) & (last[stream_of_gap] >= at + 1)
+
+
+def invalid_checksums(table: pa.Table, level: str) -> Prepared:
+    """One row per event whose stored checksum does not recompute."""
+    invalid = pc.invert(pc.fill_null(table.column("checksum_valid"), False))
+    count = int(pc.sum(invalid).as_py() or 0)
+    if count:
+        frame = _sorted_by(table.filter(invalid).select(["stream", "seq"]), ["stream", "seq"])
+    else:
+        frame = _KEYS_SCHEMA.empty_table()
+    return Prepared(
+        frame=frame.select(["seq"]),
+        expectations=(ExpectationSpec("ExpectTableRowCountToEqual", {"value": 0}, level),),
+        observed=count,
+        threshold=0,
+        sample=_key_sample(frame),
+        details={"rows": table.num_rows},
+    )
+
+
+def duplicate_keys(keys: SnapshotKeys, level: str, *, retries_level: str | None) -> Prepared:
+    """One row per (stream, seq) with more than one row, flagged ``conflicting`` when its
+    copies carry different checksums. ``retries_level`` None: identical copies pass."""
+    code, seq = keys.code, keys.seq
+    same = np.flatnonzero((code[1:] == code[:-1]) & (seq[1:] == seq[:-1]))
+    if same.size:
+        positions = np.unique(np.concatenate([same, same + 1]))
+        copies = pa.table(
+            {
+                "stream": keys.streams.take(pa.array(code[positions])),
+                "seq": seq[positions],
+                "checksum": keys.table.column("checksum").take(pa.array(keys.rows(positions))),
+            }
+        )
+        grouped = copies.group_by(["stream", "seq"]).aggregate(
+            [("checksum", "count", pc.CountOptions(mode="all")), ("checksum", "count_distinct")]
+        )
+        count = grouped.column("checksum_count")
+        distinct = grouped.column("checksum_count_distinct")
+        frame = pa.table(
+            {
+                "stream": grouped.column("stream"),
+                "seq": grouped.column("seq"),
+                "copies": pc.cast(count, pa.int64()),
+                "distinct_checksums": pc.cast(distinct, pa.int64()),
+                "conflicting": pc.greater(distinct, 1),
+            },
+            schema=_DUPLICATES_SCHEMA,
+        )
+        frame = _sorted_by(frame, ["stream", "seq"])
+    else:
+        frame = _DUPLICATES_SCHEMA.empty_table()
+    conflicting = frame.filter(frame.column("conflicting"))
+    surplus = int(pc.sum(frame.column("copies")).as_py() or 0) - frame.num_rows
+    conflicting_copies = (
+        int(pc.sum(frame.column("distinct_checksums")).as_py() or 0) - frame.num_rows
+    )
+    expectations = [
+        ExpectationSpec(
+            "ExpectColumnValuesToBeInSet", {"column": "conflicting", "value_set": [False]}, level
+        )
+    ]
+    if retries_level is not None:
+        expectations.append(
+            ExpectationSpec("ExpectTableRowCountToEqual", {"value": 0}, retries_level)
+        )
+    offending = frame if retries_level is not None else conflicting
+    return Prepared(
+        frame=frame.select(["copies", "distinct_checksums", "conflicting"]),
+        expectations=tuple(expectations),
+        observed=conflicting.num_rows if retries_level is None else frame.num_rows,
+        threshold=0,
+        sample=_key_sample(offending),
+        details={
+            "duplicated_keys": frame.num_rows,
+            "conflicting_keys": conflicting.num_rows,
+            "surplus_copies": surplus,
+            "retry_copies": surplus - conflicting_copies,
+            "conflicting_copies": conflicting_copies,
+        },
+    )
+
+
+# --- reconciliation checks ---------------------------------------------------------------
+
+
+def delivery_rate(report: Mapping[str, Any], criteria: SuccessCriteria, level: str) -> Prepared:
+    rate = float(report["delivery_rate"])
+    return Prepared(
+        frame=pa.table({"delivery_rate": [rate]}),
+        expectations=(
+            ExpectationSpec(
+                "ExpectColumnValuesToBeBetween",
+                {"column": "delivery_rate", "min_value": criteria.min_delivery_rate},
+                level,
+            ),
+        ),
+        observed=rate,
+        threshold=criteria.min_delivery_rate,
+        sample=list(report.get("missing_keys", []))[:SAMPLE_LIMIT],
+        details={
+            "matched": int(report["matched"]),
+            "expected_in_supabase": int(report["expected_in_supabase"]),
+            "missing_in_supabase": int(report["missing_in_supabase"]),
+        },
+    )
+
+
+def critical_events_lost(report: Mapping[str, Any], level: str) -> Prepared:
+    lost = int(report["by_category"].get(CRITICAL, {}).get("missing_in_supabase", 0))
+    missing_all = int(report["missing_in_supabase"])
+    # The report lists missing keys without their category: when every missing key is
+    # CRITICAL the list is exact; otherwise the sample may include other categories.
+    if "missing_critical_keys" in report:
+        sample, exact = report["missing_critical_keys"], True
+    else:
+        sample, exact = (report.get("missing_keys", []) if lost else []), lost == missing_all
+    return Prepared(
+        frame=pa.table({"critical_missing_in_supabase": [lost]}),
+        expectations=(
+            ExpectationSpec(
+                "ExpectColumnValuesToBeBetween",
+                {"column": "critical_missing_in_supabase", "min_value": 0, "max_value": 0},
+                level,
+            ),
+        ),
+        observed=lost,
+        threshold=0,
+        sample=list(sample)[:SAMPLE_LIMIT],
+        details={
+            "critical_expected_in_supabase": int(
+                report["by_category"].get(CRITICAL, {}).get("expected_in_supabase", 0)
+            ),
+            "missing_in_supabase_all_categories": missing_all,
+            "sample_is_critical_only": exact,
+        },
+    )
+
+
+def checksum_mismatches(report: Mapping[str, Any], level: str) -> Prepared:
+    count = int(report["checksum_mismatches"])
+    return Prepared(
+        frame=pa.table({"checksum_mismatches": [count]}),
+        expectations=(
+            ExpectationSpec(
+                "ExpectColumnValuesToBeBetween",
+                {"column": "checksum_mismatches", "min_value": 0, "max_value": 0},
+                level,
+            ),
+        ),
+        observed=count,
+        threshold=0,
+        sample=list(report.get("checksum_mismatch_keys", []))[:SAMPLE_LIMIT],
+    )
+
+
+def latency_p95(report: Mapping[str, Any], criteria: SuccessCriteria, level: str) -> Prepared:
+    p95 = (report.get("latency_ms") or {}).get("p95")
+    value = None if p95 is None else float(p95)
+    # A null is "missing" to GE's column-values expectations, so no matched events passes.
+    return Prepared(
+        frame=pa.table({"latency_p95_ms": pa.array([value], pa.float64())}),
+        expectations=(
+            ExpectationSpec(
+                "ExpectColumnValuesToBeBetween",
+                {
+                    "column": "latency_p95_ms",
+                    "max_value": criteria.max_latency_p95_ms,
+                    "strict_max": True,
+                },
+                level,
+            ),
+        ),
+        observed=value,
+        threshold=criteria.max_latency_p95_ms,
+        sample=[],
+        details={"matched": int(report["matched"])},
+        note=None
+        if value is not None
+        else "no matched events this hour: nothing to measure "
+        "(lost events fail delivery_rate_meets_slo instead)",
+    )
+
+
+def quarantine_share(report: Mapping[str, Any], criteria: SuccessCriteria, level: str) -> Prepared:
+    quarantined, valid = int(report["quarantined_lines"]), int(report["ws_events"])
+    lines = quarantined + valid
+    share = quarantined / lines if lines else 0.0
+    return Prepared(
+        frame=pa.table({"quarantine_share": [share]}),
+        expectations=(
+            ExpectationSpec(
+                "ExpectColumnValuesToBeBetween",
+                {
+                    "column": "quarantine_share",
+                    "min_value": 0,
+                    "max_value": criteria.max_quarantine_share,
+                },
+                level,
+            ),
+        ),
+        observed=share,
+        threshold=criteria.max_quarantine_share,
+        sample=[],
+        details={"quarantined_lines": quarantined, "log_lines": lines},
+    )
+
+
+# --- the registry --------------------------------------------------------------------------
+
+Builder = Callable[[Any, SuccessCriteria], Prepared]
+
+
+def _level(name: str) -> str:
+    return GE_SEVERITY[specs.CHECKS_BY_NAME[name].severity]
+
+
+#: Check name -> builder of its Prepared from the asset's data (SnapshotKeys for snapshots,
+#: the report dict for the reconciliation).
+BUILDERS: dict[str, Builder] = {
+    specs.WS_SEQUENCE_IS_CONTINUOUS: lambda k, c: sequence_gaps(
+        k, _level(specs.WS_SEQUENCE_IS_CONTINUOUS), non_critical_span=False
+    ),
+    specs.WS_CHECKSUMS_ARE_VALID: lambda k, c: invalid_checksums(
+        k.table, _level(specs.WS_CHECKSUMS_ARE_VALID)
+    ),
+    specs.WS_KEYS_ARE_UNIQUE: lambda k, c: duplicate_keys(
+        k, _level(specs.WS_KEYS_ARE_UNIQUE), retries_level=None
+    ),
+    specs.SUPABASE_SEQUENCE_IS_CONTINUOUS: lambda k, c: sequence_gaps(
+        k, _level(specs.SUPABASE_SEQUENCE_IS_CONTINUOUS), non_critical_span=True
+    ),
+    specs.SUPABASE_CHECKSUMS_ARE_VALID: lambda k, c: invalid_checksums(
+        k.table, _level(specs.SUPABASE_CHECKSUMS_ARE_VALID)
+    ),
+    specs.SUPABASE_KEYS_ARE_UNIQUE: lambda k, c: duplicate_keys(
+        k, _level(specs.SUPABASE_KEYS_ARE_UNIQUE), retries_level=GE_SEVERITY[specs.WARN]
+    ),
+    specs.DELIVERY_RATE_MEETS_SLO: lambda r, c: delivery_rate(
+        r, c, _level(specs.DELIVERY_RATE_MEETS_SLO)
+    ),
+    specs.NO_CRITICAL_EVENTS_LOST: lambda r, c: critical_events_lost(
+        r, _level(specs.NO_CRITICAL_EVENTS_LOST)
+    ),
+    specs.NO_CHECKSUM_MISMATCHES: lambda r, c: checksum_mismatches(
+        r, _level(specs.NO_CHECKSUM_MISMATCHES)
+    ),
+    specs.LATENCY_P95_WITHIN_SLO: lambda r, c: latency_p95(
+        r, c, _level(specs.LATENCY_P95_WITHIN_SLO)
+    ),
+    specs.QUARANTINE_WITHIN_TOLERANCE: lambda r, c: quarantine_share(
+        r, c, _level(specs.QUARANTINE_WITHIN_TOLERANCE)
+    ),
+}
+
+
+def _sorted_by(table: pa.Table, columns: list[str]) -> pa.Table:
+    if table.num_rows < 2:
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in columns]))
+
+
+def _key_sample(frame: pa.Table) -> list[list[Any]]:
+    head = frame.slice(0, SAMPLE_LIMIT)
+    return [
+        list(pair)
+        for pair in zip(
+            head.column("stream").to_pylist(), head.column("seq").to_pylist(), strict=True
+        )
+    ]
