@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,8 +44,15 @@ _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(?P<frac>\d+))?(?P<tz>[Zz]|[+-]\d{2}:\d{2})"
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: A run this long may be an integer beyond 2^53; such payloads bypass the fast paths.
-LONG_DIGITS = re.compile(rb"\d{16,}")
+#: A run of this many digits may be an integer beyond 2^53; such text bypasses the fast paths.
+LONG_DIGIT_RUN = 16
+_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_DIGIT_RUN = b"0" * LONG_DIGIT_RUN
+
+
+def has_long_digit_run(raw: bytes) -> bool:
+    """True when ``raw`` has 16+ consecutive ASCII digits (bytes.translate: ~1 us a line)."""
+    return _DIGIT_RUN in raw.translate(_DIGIT_MAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,11 @@ class Event:
 
     def checksum_is_valid(self) -> bool:
         return checksum_matches(
-            self.stream, self.seq, self.event_type, self.emitted_at_text, self.payload,
+            self.stream,
+            self.seq,
+            self.event_type,
+            self.emitted_at_text,
+            self.payload,
             self.checksum,
         )
 
@@ -95,7 +107,9 @@ def format_timestamp(value: dt.datetime) -> str:
     """The normalised form: UTC, exactly six fractional digits, ``Z``."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: Parity's timestamps are timezone-aware")
-    return value.astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
+    utc = value.astimezone(dt.UTC)
+    # strftime("%Y") does not zero-pad years before 1000 on Linux.
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_timestamp(value: object, *, field: str = "emitted_at", where: str = "") -> dt.datetime:
@@ -107,20 +121,26 @@ def parse_timestamp(value: object, *, field: str = "emitted_at", where: str = ""
     """
     if not isinstance(value, str):
         raise InvalidEventError(
-            "invalid_field", f"{field} must be an RFC 3339 string, got {type(value).__name__}",
-            field=field, where=where,
+            "invalid_field",
+            f"{field} must be an RFC 3339 string, got {type(value).__name__}",
+            field=field,
+            where=where,
         )
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise InvalidEventError(
-            "invalid_field", f"{field} {value[:64]!r} is not an RFC 3339 timestamp with offset",
-            field=field, where=where,
+            "invalid_field",
+            f"{field} {value[:64]!r} is not an RFC 3339 timestamp with offset",
+            field=field,
+            where=where,
         )
     frac = match.group("frac")
     if frac is not None and len(frac) > 6:
         raise InvalidEventError(
-            "invalid_field", f"{field} {value!r} has more than microsecond precision",
-            field=field, where=where,
+            "invalid_field",
+            f"{field} {value!r} has more than microsecond precision",
+            field=field,
+            where=where,
         )
     text = value.replace("t", "T").replace("z", "Z")
     try:
@@ -167,13 +187,21 @@ def compute_checksum(
 
 def _fast_text(stream: str, seq: int, event_type: str, emitted_at_text: str, payload: Any) -> bytes:
     # Top-level keys in JCS order (plain ASCII, so byte order == UTF-16 order).
-    return b"".join((
-        b'{"emitted_at":', orjson.dumps(emitted_at_text),
-        b',"event_type":', orjson.dumps(event_type),
-        b',"payload":', orjson.dumps(payload, option=orjson.OPT_SORT_KEYS),
-        b',"seq":', str(seq).encode(),
-        b',"stream":', orjson.dumps(stream), b"}",
-    ))
+    return b"".join(
+        (
+            b'{"emitted_at":',
+            orjson.dumps(emitted_at_text),
+            b',"event_type":',
+            orjson.dumps(event_type),
+            b',"payload":',
+            orjson.dumps(payload, option=orjson.OPT_SORT_KEYS),
+            b',"seq":',
+            str(seq).encode(),
+            b',"stream":',
+            orjson.dumps(stream),
+            b"}",
+        )
+    )
 
 
 def checksum_matches(
@@ -184,7 +212,7 @@ def checksum_matches(
         fast = _fast_text(stream, seq, event_type, emitted_at_text, payload)
     except (orjson.JSONEncodeError, TypeError):
         fast = b""
-    if fast and not LONG_DIGITS.search(fast) and hashlib.sha256(fast).hexdigest() == stored:
+    if fast and not has_long_digit_run(fast) and hashlib.sha256(fast).hexdigest() == stored:
         return True
     try:
         return compute_checksum(stream, seq, event_type, emitted_at_text, payload) == stored
@@ -196,26 +224,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"number {text[:40]} is out of range for a double")
+    return value
+
+
 def loads_exact(data: bytes | str) -> Any:
     """Parse JSON without losing integers: orjson turns integers beyond 64 bits into
-    floats, so text with long digit runs goes through the standard library instead."""
-    raw = data.encode() if isinstance(data, str) else data
-    if LONG_DIGITS.search(raw):
-        return json.loads(raw, parse_constant=_reject_constant)
-    return orjson.loads(raw)
+    floats, so text with long digit runs goes through the standard library instead, held to
+    orjson's rules (strict UTF-8, no NaN or infinities, no lone surrogates)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if not has_long_digit_run(raw):
+        return orjson.loads(raw)
+    text = raw.decode("utf-8")  # strict: a lone surrogate or bad byte raises ValueError
+    value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    # \ud800-style escapes decode to lone surrogates, which UTF-8 cannot carry: encoding
+    # raises UnicodeEncodeError (a ValueError).
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return value
 
 
 def _check_str(obj: Mapping[str, Any], field: str, where: str, max_len: int | None = None) -> str:
     value = obj[field]
     if not isinstance(value, str) or not value:
         raise InvalidEventError(
-            "invalid_field", f"{field} must be a non-empty string, got {value!r:.80}",
-            field=field, where=where,
+            "invalid_field",
+            f"{field} must be a non-empty string, got {value!r:.80}",
+            field=field,
+            where=where,
         )
     if max_len is not None and len(value) > max_len:
         raise InvalidEventError(
-            "invalid_field", f"{field} is {len(value)} characters, at most {max_len} allowed",
-            field=field, where=where,
+            "invalid_field",
+            f"{field} is {len(value)} characters, at most {max_len} allowed",
+            field=field,
+            where=where,
         )
     return value
 
@@ -236,28 +281,36 @@ def parse_event(obj: Any, *, where: str = "") -> Event:
     seq = obj["seq"]
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SAFE_INTEGER:
         raise InvalidEventError(
-            "invalid_field", f"seq must be an integer from 1 to 2^53-1, got {seq!r:.40}",
-            field="seq", where=where,
+            "invalid_field",
+            f"seq must be an integer from 1 to 2^53-1, got {seq!r:.40}",
+            field="seq",
+            where=where,
         )
     event_type = _check_str(obj, "event_type", where)
     emitted_at = parse_timestamp(obj["emitted_at"], field="emitted_at", where=where)
     payload = obj["payload"]
     if not isinstance(payload, dict):
         raise InvalidEventError(
-            "invalid_field", f"payload must be a JSON object, got {type(payload).__name__}",
-            field="payload", where=where,
+            "invalid_field",
+            f"payload must be a JSON object, got {type(payload).__name__}",
+            field="payload",
+            where=where,
         )
     checksum = obj["checksum"]
     if not isinstance(checksum, str) or not _HEX64.fullmatch(checksum):
         raise InvalidEventError(
-            "invalid_field", "checksum must be 64 lowercase hex digits", field="checksum",
+            "invalid_field",
+            "checksum must be 64 lowercase hex digits",
+            field="checksum",
             where=where,
         )
     category = obj.get("category")
     if category is not None and category not in CATEGORIES:
         raise InvalidEventError(
-            "invalid_field", f"category must be one of {', '.join(CATEGORIES)}, got {category!r:.40}",
-            field="category", where=where,
+            "invalid_field",
+            f"category must be one of {', '.join(CATEGORIES)}, got {category!r:.40}",
+            field="category",
+            where=where,
         )
     logged_at = obj.get("logged_at")
     logged = parse_timestamp(logged_at, field="logged_at", where=where) if logged_at else None

@@ -14,17 +14,39 @@ from parity.events import CATEGORIES
 
 #: Top-level keys every report has (DESIGN 7).
 REPORT_KEYS = (
-    "partition", "window_start", "window_end", "ws_events", "supabase_events",
-    "expected_in_supabase", "matched", "missing_in_supabase", "unexpected_in_supabase",
-    "duplicates_ws", "duplicates_supabase", "checksum_mismatches", "invalid_checksums_ws",
-    "invalid_checksums_supabase", "sequence_gaps_ws", "out_of_order_supabase",
-    "quarantined_lines", "latency_ms", "delivery_rate", "by_category", "missing_keys",
+    "partition",
+    "window_start",
+    "window_end",
+    "ws_events",
+    "supabase_events",
+    "expected_in_supabase",
+    "matched",
+    "missing_in_supabase",
+    "unexpected_in_supabase",
+    "duplicates_ws",
+    "duplicates_supabase",
+    "checksum_mismatches",
+    "invalid_checksums_ws",
+    "invalid_checksums_supabase",
+    "sequence_gaps_ws",
+    "out_of_order_supabase",
+    "quarantined_lines",
+    "latency_ms",
+    "delivery_rate",
+    "by_category",
+    "missing_keys",
 )
 #: The counts that make an hour "not clean" when non-zero.
 DISCREPANCY_KEYS = (
-    "missing_in_supabase", "unexpected_in_supabase", "duplicates_ws", "duplicates_supabase",
-    "checksum_mismatches", "invalid_checksums_ws", "invalid_checksums_supabase",
-    "out_of_order_supabase", "quarantined_lines",
+    "missing_in_supabase",
+    "unexpected_in_supabase",
+    "duplicates_ws",
+    "duplicates_supabase",
+    "checksum_mismatches",
+    "invalid_checksums_ws",
+    "invalid_checksums_supabase",
+    "out_of_order_supabase",
+    "quarantined_lines",
 )
 
 
@@ -103,8 +125,14 @@ def summary_text(report: dict[str, Any]) -> str:
 
 def category_table_markdown(report: dict[str, Any]) -> str:
     """One markdown table: a row per category, a column per count."""
-    columns = ("expected_in_supabase", "matched", "missing_in_supabase",
-               "unexpected_in_supabase", "checksum_mismatches", "duplicates_supabase")
+    columns = (
+        "expected_in_supabase",
+        "matched",
+        "missing_in_supabase",
+        "unexpected_in_supabase",
+        "checksum_mismatches",
+        "duplicates_supabase",
+    )
     head = "| category | " + " | ".join(c.replace("_", " ") for c in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     rows = [head, rule]

@@ -42,15 +42,18 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(settings: Settings, *, connect_timeout_s: float = 10.0,
-               statement_timeout_s: float = 300.0) -> EventStore:
+def open_store(
+    settings: Settings, *, connect_timeout_s: float = 10.0, statement_timeout_s: float = 300.0
+) -> EventStore:
     """The store the settings point at; starts the embedded server when none is set."""
     if settings.transport == "rest":
         from parity.store_rest import RestStore
 
         assert settings.supabase_url and settings.supabase_key
         return RestStore(
-            settings.supabase_url, settings.supabase_key, settings.events_table,
+            settings.supabase_url,
+            settings.supabase_key,
+            settings.events_table,
             timeout_s=statement_timeout_s,
         )
     from parity.store_pg import PostgresStore
@@ -61,8 +64,10 @@ def open_store(settings: Settings, *, connect_timeout_s: float = 10.0,
 
         url = ensure_embedded(settings)
     return PostgresStore(
-        url, settings.events_table,
-        connect_timeout_s=connect_timeout_s, statement_timeout_s=statement_timeout_s,
+        url,
+        settings.events_table,
+        connect_timeout_s=connect_timeout_s,
+        statement_timeout_s=statement_timeout_s,
     )
 
 
