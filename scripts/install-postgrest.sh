@@ -18,7 +18,7 @@ if [[ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]]; then
 fi
 
 installed_version() {
-    [[ -f "$MANIFEST" ]] && sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$MANIFEST" | head -n1
+    [[ -f "$MANIFEST" ]] && sed -n 's/^ *"version": *"v\{0,1\}\([^"]*\)".*/\1/p' "$MANIFEST" | head -n1
 }
 
 if [[ -x "$BINARY" && "$(installed_version)" == "$VERSION" ]]; then
