@@ -1,0 +1,1 @@
+"""Dagster assets: thin shells that fetch through a resource and call ``parity``."""

@@ -1,0 +1,60 @@
+"""The feature flags as an observed source asset: lineage shows what rollback changes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+import orjson
+
+from orchestration.resources import ParityResource
+from parity.flags import ROLLOUT_STATE_FLAG, read_flags, store_history
+
+FEATURE_FLAGS = "feature_flags"
+
+
+@dg.observable_source_asset(
+    name=FEATURE_FLAGS,
+    group_name="rollout",
+    description=(
+        "The migration's feature flags as they are in the Supabase feature_flags table. "
+        "The rollback and canary jobs change them; every change is in feature_flag_audit "
+        "(`parity flags history`)."
+    ),
+    tags={"dagster/kind/supabase": "", "dagster/kind/postgres": ""},
+)
+def feature_flags(parity: ParityResource) -> dg.ObserveResult:
+    store = parity.open_store()
+    try:
+        with store.connection() as conn:  # type: ignore[attr-defined]
+            values = read_flags(conn, store.table.schema, include_reserved=True)
+        recent = store_history(store)[-10:]
+    finally:
+        store.close()
+    version = hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    rollout = values.pop(ROLLOUT_STATE_FLAG, None)
+    metadata: dict = {
+        name: dg.MetadataValue.text(orjson.dumps(v).decode()) for name, v in values.items()
+    }
+    metadata["rollout_state"] = dg.MetadataValue.json(rollout or {})
+    metadata["recent_changes"] = dg.MetadataValue.md(_history_markdown(recent))
+    metadata["audit_history"] = dg.MetadataValue.text(
+        f"table {store.table.schema}.feature_flag_audit; `parity flags history`"
+    )
+    return dg.ObserveResult(data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def _history_markdown(rows) -> str:  # noqa: ANN001
+    if not rows:
+        return "_no flag changes audited yet: every flag has its default_"
+    lines = [
+        "| changed at (UTC) | flag | old | new | actor | reason |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in reversed(rows):
+        reason = str(r.reason).replace("|", "\\|")[:120]
+        lines.append(
+            f"| {r.changed_at:%Y-%m-%d %H:%M:%S} | {r.flag} | {orjson.dumps(r.old_value).decode()} "
+            f"| {orjson.dumps(r.new_value).decode()} | {r.actor} | {reason} |"
+        )
+    return "\n".join(lines)

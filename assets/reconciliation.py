@@ -1,0 +1,231 @@
+"""The three reconciliation assets (DESIGN 3-5): two hourly snapshots and their comparison.
+
+Each is wiring: fetch through the ``parity`` resource, call :mod:`parity`, return metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from checks.evaluate import evaluate_checks
+from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
+from orchestration.resources import ParityResource
+from parity import partitions, report
+from parity.flags import load_timeline
+from parity.reconcile import reconcile
+from parity.store import with_derived_columns
+from parity.wslog import read_window
+
+GROUP = "reconciliation"
+FEATURE_FLAGS = "feature_flags"
+#: How many offending keys the UI shows; the report keeps the full list of missing keys.
+SAMPLE_LIMIT = 50
+
+
+def _streams(table: pa.Table) -> int:
+    return len(pc.unique(table.column("stream"))) if table.num_rows else 0
+
+
+def build_reconciliation_assets(
+    partitions_def: dg.PartitionsDefinition,
+    check_specs: dict[str, list[dg.AssetCheckSpec]] | None = None,
+) -> list[dg.AssetsDefinition]:
+    """The assets on one hourly partitions definition (its start date is configurable, so
+    the definitions are built when the code location loads, not at import)."""
+    specs = check_specs or {}
+
+    @dg.asset(
+        name=WS_LOG_SNAPSHOT,
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        io_manager_key="snapshot_io_manager",
+        check_specs=specs.get(WS_LOG_SNAPSHOT),
+        description=(
+            "Every monitoring event the WebSocket broadcast logged for the hour (by emitted_at), "
+            "the source of truth. Lines that cannot be read as events are quarantined, "
+            "never dropped."
+        ),
+    )
+    def ws_log_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
+        settings = parity.settings()
+        start, end = partitions.window(context.partition_key)
+        quarantine = settings.quarantine_dir / f"{context.partition_key}.parquet"
+        began = time.perf_counter()
+        read = read_window(
+            settings.ws_log_dir,
+            start,
+            end,
+            classifier=parity.classifier(),
+            grace=dt.timedelta(hours=parity.log_grace_hours),
+            quarantine_path=quarantine,
+        )
+        events = read.events
+        unclassified = (
+            pc.unique(
+                pc.filter(events.column("event_type"), events.column("unclassified"))
+            ).to_pylist()
+            if events.num_rows
+            else []
+        )
+        metadata = {
+            "events": events.num_rows,
+            "streams": _streams(events),
+            "quarantined_lines": read.quarantined.num_rows,
+            "quarantine_file": dg.MetadataValue.path(str(quarantine)),
+            "invalid_checksums": events.num_rows - pc.sum(events.column("checksum_valid")).as_py()
+            if events.num_rows
+            else 0,
+            "unclassified_event_types": dg.MetadataValue.json(sorted(unclassified)),
+            "files_read": len(read.files_read),
+            "duration_s": round(time.perf_counter() - began, 3),
+        }
+        yield dg.Output(events, metadata=metadata)
+        yield from _checks(context, parity, WS_LOG_SNAPSHOT, events)
+
+    @dg.asset(
+        name=SUPABASE_EVENTS_SNAPSHOT,
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"supabase", "postgres", "parquet"},
+        io_manager_key="snapshot_io_manager",
+        check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
+        description=(
+            "Every row of the Supabase events table whose emitted_at falls in the hour, "
+            "duplicates included, with checksums recomputed."
+        ),
+    )
+    def supabase_events_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
+        start, end = partitions.window(context.partition_key)
+        began = time.perf_counter()
+        store = parity.open_store()
+        try:
+            rows = store.snapshot(start, end)
+        finally:
+            store.close()
+        table = with_derived_columns(rows, parity.classifier())
+        metadata = {
+            "rows": table.num_rows,
+            "streams": _streams(table),
+            "transport": store.transport,
+            "table": str(store.table),
+            "bytes_in_memory": table.nbytes,
+            "duration_s": round(time.perf_counter() - began, 3),
+        }
+        yield dg.Output(table, metadata=metadata)
+        yield from _checks(context, parity, SUPABASE_EVENTS_SNAPSHOT, table)
+
+    @dg.asset(
+        name=EVENT_RECONCILIATION,
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"python"},
+        deps=[FEATURE_FLAGS],
+        check_specs=specs.get(EVENT_RECONCILIATION),
+        description=(
+            "The hour's log against Supabase: missing, unexpected, duplicated and corrupted "
+            "events, sequence gaps, out-of-order arrivals, latency and delivery rate, per "
+            "category. Only events the rollout cohort sent to Supabase can be missing."
+        ),
+    )
+    def event_reconciliation(
+        context: dg.AssetExecutionContext,
+        parity: ParityResource,
+        ws_log_snapshot: pa.Table,
+        supabase_events_snapshot: pa.Table,
+    ):
+        settings = parity.settings()
+        start, end = partitions.window(context.partition_key)
+        store = parity.open_store()
+        try:
+            timeline = load_timeline(store)
+        finally:
+            store.close()
+        quarantined = _quarantined_lines(settings.quarantine_dir, context.partition_key)
+        result = reconcile(
+            ws_log_snapshot,
+            supabase_events_snapshot,
+            timeline=timeline,
+            window_start=start,
+            window_end=end,
+            partition=context.partition_key,
+            quarantined_lines=quarantined,
+            sample_limit=SAMPLE_LIMIT,
+        )
+        doc = result.to_report()
+        path = report.write_report(settings.reports_dir, doc)
+        yield dg.MaterializeResult(metadata=_reconciliation_metadata(doc, str(path)))
+        yield from _checks(context, parity, EVENT_RECONCILIATION, doc)
+
+    return [ws_log_snapshot, supabase_events_snapshot, event_reconciliation]
+
+
+def _quarantined_lines(quarantine_dir, partition_key: str) -> int:  # noqa: ANN001
+    import pyarrow.parquet as pq
+
+    path = quarantine_dir / f"{partition_key}.parquet"
+    return pq.read_metadata(path).num_rows if path.exists() else 0
+
+
+def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: str, data):  # noqa: ANN001
+    """Asset check results computed from the asset's own data (see checks/)."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    if selected:
+        yield from evaluate_checks(
+            asset,
+            data,
+            selected,
+            context.partition_key,
+            reports_dir=parity.settings().reports_dir,
+        )
+
+
+def _reconciliation_metadata(doc: dict, path: str) -> dict:
+    lat = doc["latency_ms"]
+    hist = doc.get("latency_histogram") or {"edges_ms": [], "counts": []}
+    png = report.latency_histogram_png(
+        hist["edges_ms"], hist["counts"], title=f"latency, {doc['partition']} (UTC)"
+    )
+    image = base64.b64encode(png).decode()
+    sample = {
+        "missing": doc["missing_keys"][:SAMPLE_LIMIT],
+        "unexpected": doc.get("unexpected_keys", [])[:SAMPLE_LIMIT],
+        "checksum_mismatch": doc.get("checksum_mismatch_keys", [])[:SAMPLE_LIMIT],
+    }
+    return {
+        "clean": report.is_clean(doc),
+        "report": dg.MetadataValue.path(path),
+        "ws_events": doc["ws_events"],
+        "supabase_events": doc["supabase_events"],
+        "expected_in_supabase": doc["expected_in_supabase"],
+        "matched": doc["matched"],
+        "missing_in_supabase": doc["missing_in_supabase"],
+        "unexpected_in_supabase": doc["unexpected_in_supabase"],
+        "duplicates_ws": doc["duplicates_ws"],
+        "duplicates_supabase": doc["duplicates_supabase"],
+        "checksum_mismatches": doc["checksum_mismatches"],
+        "invalid_checksums_ws": doc["invalid_checksums_ws"],
+        "invalid_checksums_supabase": doc["invalid_checksums_supabase"],
+        "sequence_gap_events_ws": report.gap_count(doc["sequence_gaps_ws"]),
+        "out_of_order_supabase": doc["out_of_order_supabase"],
+        "quarantined_lines": doc["quarantined_lines"],
+        "delivery_rate": dg.MetadataValue.float(float(doc["delivery_rate"])),
+        "latency_p50_ms": _float_or_none(lat.get("p50")),
+        "latency_p95_ms": _float_or_none(lat.get("p95")),
+        "latency_p99_ms": _float_or_none(lat.get("p99")),
+        "latency_max_ms": _float_or_none(lat.get("max")),
+        "by_category": dg.MetadataValue.md(report.category_table_markdown(doc)),
+        "offending_keys_sample": dg.MetadataValue.json(sample),
+        "sequence_gaps_ws_sample": dg.MetadataValue.json(doc["sequence_gaps_ws"][:SAMPLE_LIMIT]),
+        "latency_histogram": dg.MetadataValue.md(f"![latency](data:image/png;base64,{image})"),
+    }
+
+
+def _float_or_none(value):  # noqa: ANN001
+    return dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.null()

@@ -1,0 +1,1 @@
+"""Dagster wiring: Definitions, partitions, resources, IO manager, jobs, schedules, sensors."""

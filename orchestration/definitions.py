@@ -1,0 +1,87 @@
+"""The code location: one ``Definitions`` built from explicit lists.
+
+Built when Dagster loads the location (``@dg.definitions``), not at import: the partition
+start date and the resource bindings depend on the environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from assets.flags import feature_flags
+from assets.reconciliation import build_reconciliation_assets
+from checks.specs import reconciliation_check_specs
+from orchestration.io_manager import ParquetSnapshotIOManager
+from orchestration.jobs import build_jobs
+from orchestration.resources import parity_resource_from_env
+from orchestration.rollout import (
+    build_canary_sensor,
+    build_check_failure_sensor,
+    build_health_sensor,
+    promote_rollout_job,
+    rollback_job,
+)
+from parity.config import Settings
+from parity.errors import ConfigurationError
+from parity.rollout import RolloutConfig
+from parity.triggers import TriggerConfig
+
+DEFAULT_SCHEDULE_LAG_MINUTES = 15
+
+
+def hourly_partitions(
+    environ: Mapping[str, str], now: dt.datetime
+) -> dg.HourlyPartitionsDefinition:
+    settings = Settings.from_env(environ)
+    start = settings.partitions_start_or_default(now)
+    return dg.HourlyPartitionsDefinition(
+        start_date=start.strftime("%Y-%m-%d-%H:%M"), timezone="UTC"
+    )
+
+
+def schedule_lag(environ: Mapping[str, str]) -> dt.timedelta:
+    raw = environ.get("PARITY_SCHEDULE_LAG_MINUTES", "").strip()
+    if not raw:
+        return dt.timedelta(minutes=DEFAULT_SCHEDULE_LAG_MINUTES)
+    if not raw.isdigit():
+        raise ConfigurationError(
+            f"PARITY_SCHEDULE_LAG_MINUTES={raw!r}: expected a whole number of minutes"
+        )
+    return dt.timedelta(minutes=int(raw))
+
+
+def build_definitions(
+    environ: Mapping[str, str] | None = None, now: dt.datetime | None = None
+) -> dg.Definitions:
+    environ = dict(os.environ) if environ is None else dict(environ)
+    now = now or dt.datetime.now(dt.UTC)
+    partitions_def = hourly_partitions(environ, now)
+    parity = parity_resource_from_env(environ)
+    check_specs = reconciliation_check_specs()
+    assets = build_reconciliation_assets(partitions_def, check_specs)
+    jobs, schedules, _ = build_jobs(assets, partitions_def, lag=schedule_lag(environ))
+    trigger_config = TriggerConfig()
+    sensors = [
+        build_check_failure_sensor(spec.name for specs in check_specs.values() for spec in specs),
+        build_health_sensor(trigger_config),
+        build_canary_sensor(trigger_config, RolloutConfig()),
+    ]
+    return dg.Definitions(
+        assets=[feature_flags, *assets],
+        jobs=[*jobs, rollback_job, promote_rollout_job],
+        schedules=schedules,
+        sensors=sensors,
+        resources={
+            "parity": parity,
+            "snapshot_io_manager": ParquetSnapshotIOManager(parity=parity),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,0 +1,53 @@
+"""Snapshots are Parquet files, one per asset and partition, written then renamed so a
+failed run leaves the previous snapshot intact."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestration.resources import ParityResource
+
+
+class ParquetSnapshotIOManager(dg.ConfigurableIOManager):
+    """Stores ``pyarrow.Table`` outputs at
+    ``$PARITY_HOME/snapshots/<asset key>/<partition key>.parquet``."""
+
+    parity: ParityResource
+
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        key = context.asset_key.path
+        name = context.asset_partition_key if context.has_asset_partitions else "__all__"
+        return self.parity.settings().snapshots_dir.joinpath(*key) / f"{name}.parquet"
+
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+        path = self._path(context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(obj, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "bytes": path.stat().st_size,
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pa.Table:
+        path = self._path(context)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"snapshot {path} does not exist: materialize {context.asset_key.to_user_string()} "
+                f"for partition {context.asset_partition_key} first"
+            )
+        return pq.read_table(path)

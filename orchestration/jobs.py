@@ -1,0 +1,57 @@
+"""Jobs, schedules and sensors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from parity.partitions import format_key, last_complete_hour
+
+RECONCILE_EVENTS_JOB = "reconcile_events_job"
+HOURLY_RECONCILIATION_SCHEDULE = "hourly_reconciliation_schedule"
+
+
+def build_hourly_schedule(
+    job: dg.UnresolvedAssetJobDefinition,
+    partitions_def: dg.HourlyPartitionsDefinition,
+    lag: dt.timedelta,
+) -> dg.ScheduleDefinition:
+    """Every hour, ``lag`` after the hour ends, reconcile the last complete hour."""
+    minute = int(lag.total_seconds() // 60) % 60
+
+    @dg.schedule(
+        name=HOURLY_RECONCILIATION_SCHEDULE,
+        job=job,
+        cron_schedule=f"{minute} * * * *",
+        execution_timezone="UTC",
+        description=(
+            f"Reconciles the last complete UTC hour, {int(lag.total_seconds() // 60)} minutes "
+            "after it ends so late events arrive (PARITY_SCHEDULE_LAG_MINUTES)."
+        ),
+    )
+    def hourly_reconciliation_schedule(context: dg.ScheduleEvaluationContext):
+        hour = last_complete_hour(context.scheduled_execution_time, lag)
+        key = format_key(hour)
+        if not partitions_def.has_partition_key(key):
+            return dg.SkipReason(f"partition {key} is before the first partition")
+        return dg.RunRequest(run_key=key, partition_key=key)
+
+    return hourly_reconciliation_schedule
+
+
+def build_jobs(
+    reconciliation_assets: list[dg.AssetsDefinition],
+    partitions_def: dg.HourlyPartitionsDefinition,
+    *,
+    lag: dt.timedelta,
+) -> tuple[list, list, list]:
+    reconcile_job = dg.define_asset_job(
+        RECONCILE_EVENTS_JOB,
+        selection=dg.AssetSelection.assets(*reconciliation_assets),
+        partitions_def=partitions_def,
+        description="Snapshot the WebSocket log and the Supabase table for an hour and "
+        "reconcile them, with every asset check.",
+    )
+    schedule = build_hourly_schedule(reconcile_job, partitions_def, lag)
+    return [reconcile_job], [schedule], []

@@ -1,0 +1,382 @@
+"""Rollback and canary rollout: sensors decide (with ``parity.triggers`` and
+``parity.rollout``), jobs act (with ``parity.rollback``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from orchestration.resources import ParityResource
+from parity import partitions, rollback, rollout, triggers
+from parity.flags import read_flags
+from parity.metrics import load_samples, lookback
+from parity.notify import post_webhook
+
+ROLLBACK_JOB = "rollback_job"
+PROMOTE_ROLLOUT_JOB = "promote_rollout_job"
+ROLLBACK_ON_CHECK_FAILURE = "rollback_on_check_failure"
+ROLLBACK_ON_HEALTH_TRIGGERS = "rollback_on_health_triggers"
+CANARY_PROMOTION = "canary_promotion"
+FEATURE_FLAGS_KEY = dg.AssetKey("feature_flags")
+#: Tag on every run that changes flags; deploy/dagster.yaml limits it to one at a time.
+FLAG_WRITER_TAG = "parity/flag-writer"
+
+#: Sensor intervals: breach to flags flipped within 60 s (sensor tick + run launch).
+HEALTH_SENSOR_INTERVAL_S = 15
+CHECK_SENSOR_INTERVAL_S = 15
+CANARY_SENSOR_INTERVAL_S = 60
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+class RollbackConfig(dg.Config):
+    reason: str
+    actor: str = "parity:rollback_job"
+    evidence_json: str = "{}"
+    #: Partitions whose events may have been missed; recorded in the evidence.
+    partitions: list[str] = []
+
+
+@dg.op(tags={FLAG_WRITER_TAG: "rollback"})
+def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parity: ParityResource):
+    """Set the rollback plan in one transaction, audit it, read it back, then notify."""
+    evidence = json.loads(config.evidence_json)
+    evidence.setdefault("partitions", config.partitions)
+    evidence["run_id"] = context.run_id
+    settings = parity.settings()
+    store = parity.open_store()
+    try:
+        with store.connection() as conn:  # type: ignore[attr-defined]
+            applied = rollback.apply_rollback(
+                conn,
+                store.table.schema,
+                actor=config.actor,
+                reason=config.reason,
+                evidence=evidence,
+                now=utcnow(),
+            )
+    finally:
+        store.close()
+    if not applied.applied:
+        context.log.info("rollback already in force: nothing changed")
+    else:
+        context.log.warning(
+            f"ROLLBACK applied: {applied.changes} (reason: {config.reason}); "
+            "the rollout stays down until `parity rollout resume`"
+        )
+        if settings.alert_webhook_url:
+            delivery = post_webhook(
+                settings.alert_webhook_url,
+                {
+                    "event": "parity.rollback",
+                    "reason": config.reason,
+                    "changes": applied.changes,
+                    "flags": applied.flags_after,
+                    "evidence": evidence,
+                    "run_id": context.run_id,
+                },
+            )
+            context.log.info(f"webhook: {delivery.detail} after {delivery.attempts} attempt(s)")
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=FEATURE_FLAGS_KEY,
+            metadata={
+                "action": "rollback",
+                "applied": applied.applied,
+                "flags": dg.MetadataValue.json(applied.flags_after),
+                "audit_ids": dg.MetadataValue.json(applied.audit_ids),
+                "reason": config.reason,
+            },
+        )
+    )
+    return applied.applied
+
+
+@dg.job(
+    name=ROLLBACK_JOB,
+    tags={FLAG_WRITER_TAG: "rollback"},
+    description="Roll the migration back (DESIGN 5): rollout 0%, critical-to-Supabase off, "
+    "dual write on, dashboard on WebSocket with fallback. Idempotent; audited.",
+)
+def rollback_job():
+    apply_rollback()
+
+
+class PromoteConfig(dg.Config):
+    decision_json: str
+
+
+@dg.op(tags={FLAG_WRITER_TAG: "promote"})
+def apply_promotion(context: dg.OpExecutionContext, config: PromoteConfig, parity: ParityResource):
+    """Write a promotion decided by ``canary_promotion``, compare-and-set on what it saw."""
+    d = json.loads(config.decision_json)
+    store = parity.open_store()
+    try:
+        with store.connection() as conn:  # type: ignore[attr-defined]
+            applied = rollback.apply_transition(
+                conn,
+                store.table.schema,
+                expected_state=rollout.RolloutState.from_json(d["expected_state"]),
+                expected_flags=d["expected_flags"],
+                flag_changes=d["flag_changes"],
+                next_state=rollout.RolloutState.from_json(d["next_state"]),
+                actor="parity:canary_promotion",
+                reason=d["reason"],
+                evidence=d["evidence"],
+                now=utcnow(),
+            )
+    finally:
+        store.close()
+    context.log.info(f"rollout promoted: {applied.changes}")
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=FEATURE_FLAGS_KEY,
+            metadata={"action": "promote", "flags": dg.MetadataValue.json(applied.flags_after)},
+        )
+    )
+
+
+@dg.job(
+    name=PROMOTE_ROLLOUT_JOB,
+    tags={FLAG_WRITER_TAG: "promote"},
+    description="Raise the canary one stage (critical events first, then 10 -> 50 -> 100%).",
+)
+def promote_rollout_job():
+    apply_promotion()
+
+
+# -- check failures ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckCursor:
+    """Storage ids already handled. Event-log ids are assigned at insert but may become
+    visible out of order (concurrent runs on PostgreSQL), so each tick re-reads a window
+    below the highest id seen and skips the ids it has handled: a result still being
+    written when one tick ran is picked up by the next, and none is handled twice."""
+
+    high: int = 0
+    seen: tuple[int, ...] = ()
+    WINDOW = 1000
+
+    @property
+    def low(self) -> int:
+        return max(0, self.high - self.WINDOW)
+
+    def advance(self, ids: Iterable[int]) -> CheckCursor:
+        merged = set(self.seen) | set(ids)
+        high = max([self.high, *merged])
+        return CheckCursor(high, tuple(sorted(i for i in merged if i > high - self.WINDOW)))
+
+    def serialize(self) -> str:
+        return json.dumps({"high": self.high, "seen": list(self.seen)})
+
+    @classmethod
+    def parse(cls, text: str | None) -> CheckCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(int(data["high"]), tuple(int(i) for i in data["seen"]))
+
+
+def fetch_check_evaluations(instance: dg.DagsterInstance, after_id: int, limit: int = 1000):
+    """Asset check evaluation records with storage id > ``after_id``, oldest first.
+
+    ``get_event_records`` is the only public API that pages through check evaluations by
+    storage id; it is marked deprecated for Dagster 2.0, so its warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return instance.get_event_records(
+            dg.EventRecordsFilter(
+                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after_id
+            ),
+            limit=limit,
+            ascending=True,
+        )
+
+
+def build_check_failure_sensor(check_names: Iterable[str]) -> dg.SensorDefinition:
+    watched = frozenset(check_names)
+
+    @dg.sensor(
+        name=ROLLBACK_ON_CHECK_FAILURE,
+        job=rollback_job,
+        minimum_interval_seconds=CHECK_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Rolls back on any ERROR-severity failure of Parity's asset checks, "
+        "blocking or not (a non-blocking failure does not fail its run).",
+    )
+    def rollback_on_check_failure(context: dg.SensorEvaluationContext):
+        cursor = CheckCursor.parse(context.cursor)
+        records = fetch_check_evaluations(context.instance, cursor.low)
+        fresh = [r for r in records if r.storage_id not in cursor.seen]
+        failures: list[dict[str, Any]] = []
+        for record in fresh:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            if (
+                evaluation.check_name in watched
+                and not evaluation.passed
+                and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            ):
+                failures.append(
+                    {
+                        "storage_id": record.storage_id,
+                        "check": evaluation.check_name,
+                        "asset": evaluation.asset_key.to_user_string(),
+                        "partition": evaluation.partition or _run_partition(context, record),
+                        "run_id": record.run_id,
+                        "observed": _observed(evaluation.metadata),
+                    }
+                )
+        context.update_cursor(cursor.advance(r.storage_id for r in fresh).serialize())
+        if not failures:
+            return dg.SkipReason(f"{len(fresh)} new check results, no ERROR failure")
+        ids = [f["storage_id"] for f in failures]
+        checks = sorted({f["check"] for f in failures})
+        parts = sorted({f["partition"] for f in failures if f["partition"]})
+        return dg.RunRequest(
+            run_key=f"check-failure-{min(ids)}-{max(ids)}",
+            run_config=dg.RunConfig(
+                ops={
+                    "apply_rollback": RollbackConfig(
+                        reason=f"asset check failed: {', '.join(checks)}"
+                        + (f" ({', '.join(parts)})" if parts else ""),
+                        actor=f"parity:{ROLLBACK_ON_CHECK_FAILURE}",
+                        evidence_json=json.dumps(
+                            {"trigger": "asset_check", "failures": failures}, default=str
+                        ),
+                        partitions=parts,
+                    )
+                }
+            ),
+            tags={"parity/trigger": "asset_check"},
+        )
+
+    return rollback_on_check_failure
+
+
+def _run_partition(context: dg.SensorEvaluationContext, record) -> str | None:  # noqa: ANN001
+    run = context.instance.get_run_by_id(record.run_id)
+    return run.tags.get("dagster/partition") if run else None
+
+
+def _observed(metadata) -> dict[str, Any]:  # noqa: ANN001
+    out = {}
+    for key in ("observed", "threshold"):
+        if key in metadata:
+            out[key] = getattr(metadata[key], "value", None)
+    return out
+
+
+# -- health triggers --------------------------------------------------------------------
+
+
+def health_verdict(parity: ParityResource, now: dt.datetime, config: triggers.TriggerConfig):
+    store = parity.open_store()
+    try:
+        with store.connection() as conn:  # type: ignore[attr-defined]
+            samples = load_samples(conn, store.table.schema, now - lookback(config), now)
+            state = rollback.read_state(conn, store.table.schema)
+            flags = read_flags(conn, store.table.schema)
+    finally:
+        store.close()
+    return triggers.evaluate(samples, now, config), state, flags
+
+
+def build_health_sensor(config: triggers.TriggerConfig) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=ROLLBACK_ON_HEALTH_TRIGGERS,
+        job=rollback_job,
+        minimum_interval_seconds=HEALTH_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Rolls back when a rollback trigger of the migration plan breaches over "
+        "delivery_metrics: error rate > 5% for 5 min, latency > 2x baseline for 10 min, 3 "
+        "consecutive connection failures within 1 min. No data never rolls back.",
+    )
+    def rollback_on_health_triggers(context: dg.SensorEvaluationContext, parity: ParityResource):
+        now = utcnow()
+        verdict, state, _ = health_verdict(parity, now, config)
+        if not verdict.breached:
+            return dg.SkipReason(verdict.summary())
+        if state.rollback_in_force:
+            return dg.SkipReason(f"breach ({verdict.summary()}), rollback already in force")
+        names = sorted(r.name for r in verdict.breaches)
+        return dg.RunRequest(
+            run_key=f"health-{'-'.join(names)}-{now:%Y%m%dT%H%M}",
+            run_config=dg.RunConfig(
+                ops={
+                    "apply_rollback": RollbackConfig(
+                        reason=f"health trigger breached: {', '.join(names)}",
+                        actor=f"parity:{ROLLBACK_ON_HEALTH_TRIGGERS}",
+                        evidence_json=json.dumps(
+                            {"trigger": "health", **verdict.evidence()}, default=str
+                        ),
+                        partitions=[partitions.format_key(now)],
+                    )
+                }
+            ),
+            tags={"parity/trigger": "health"},
+        )
+
+    return rollback_on_health_triggers
+
+
+# -- canary -----------------------------------------------------------------------------
+
+
+def build_canary_sensor(
+    trigger_config: triggers.TriggerConfig, rollout_config: rollout.RolloutConfig
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=CANARY_PROMOTION,
+        job=promote_rollout_job,
+        minimum_interval_seconds=CANARY_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Promotes the canary one stage (critical first, then 10 -> 50 -> 100%) "
+        "only after enough clean reconciled hours and soak time at the current stage, never "
+        "while a trigger breaches, data is missing, or a rollback is in force.",
+    )
+    def canary_promotion(context: dg.SensorEvaluationContext, parity: ParityResource):
+        now = utcnow()
+        verdict, state, flags = health_verdict(parity, now, trigger_config)
+        hours = rollback.reconciled_hours(parity.settings().reports_dir, state.step_started_at, now)
+        decision = rollout.decide(
+            rollout.RolloutInputs(state=state, flags=flags, hours=hours, health=verdict),
+            rollout_config,
+            now,
+        )
+        if decision.action != rollout.Action.PROMOTE:
+            return dg.SkipReason(f"hold ({decision.reason}): {decision.detail}")
+        payload = {
+            "expected_state": state.to_json(),
+            "expected_flags": {k: flags[k] for k in rollout.FLAG_DEFAULTS},
+            "flag_changes": dict(decision.flag_changes),
+            "next_state": decision.next_state.to_json(),
+            "reason": f"canary: stage {decision.from_step} -> {decision.to_step}",
+            "evidence": {**decision.evidence(), "health": verdict.evidence()},
+        }
+        return dg.RunRequest(
+            run_key=f"promote-{decision.from_step}-{decision.to_step}-"
+            f"{state.step_started_at:%Y%m%dT%H%M%S}"
+            if state.step_started_at
+            else None,
+            run_config=dg.RunConfig(
+                ops={
+                    "apply_promotion": PromoteConfig(decision_json=json.dumps(payload, default=str))
+                }
+            ),
+        )
+
+    return canary_promotion
