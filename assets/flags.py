@@ -1,6 +1,5 @@
 """The feature flags as an observed source asset: lineage shows what rollback changes."""
 
-from __future__ import annotations
 
 import hashlib
 

@@ -11,10 +11,12 @@ sustained-breach trigger in the health sensor, and quarantined lines are a log-s
 
 Blocking stops downstream assets when an ERROR-severity failure occurs. No snapshot check
 blocks: the reconciliation is what measures and reports every one of these faults, and a
-blocked hour would have no report at all. The reconciliation checks whose failure means
-Supabase's copy of the hour is not trustworthy (critical events lost, corrupted events,
-delivery below the SLO) block, so nothing downstream treats the hour as verified; the
-report is written before the checks run, so it survives a blocked run.
+blocked hour would have no report at all. Lost events must not block either: what is
+downstream of the reconciliation is the backfill (``missed_events_backfill``), whose job
+is to repair exactly that. Only ``no_checksum_mismatches`` blocks: when Supabase holds a
+different event than the log under the same key, something corrupts data, and automated
+repair stops until a person has looked. The report is written before the checks run, so
+it survives a blocked run.
 
 | check | asset | severity | blocking |
 |---|---|---|---|
@@ -24,8 +26,8 @@ report is written before the checks run, so it survives a blocked run.
 | `supabase_sequence_is_continuous` | `supabase_events_snapshot` | ERROR | no |
 | `supabase_checksums_are_valid` | `supabase_events_snapshot` | ERROR | no |
 | `supabase_keys_are_unique` | `supabase_events_snapshot` | ERROR / WARN (1) | no |
-| `delivery_rate_meets_slo` | `event_reconciliation` | ERROR | yes |
-| `no_critical_events_lost` | `event_reconciliation` | ERROR | yes |
+| `delivery_rate_meets_slo` | `event_reconciliation` | ERROR | no |
+| `no_critical_events_lost` | `event_reconciliation` | ERROR | no |
 | `no_checksum_mismatches` | `event_reconciliation` | ERROR | yes |
 | `latency_p95_within_slo` | `event_reconciliation` | WARN (2) | no |
 | `quarantine_within_tolerance` | `event_reconciliation` | WARN | no |
@@ -134,7 +136,7 @@ CHECKS: tuple[CheckDef, ...] = (
         DELIVERY_RATE_MEETS_SLO,
         EVENT_RECONCILIATION,
         ERROR,
-        True,
+        False,
         "matched / expected_in_supabase is at least the SLO "
         "(PARITY_SLO_DELIVERY_RATE, default 0.999).",
     ),
@@ -142,7 +144,7 @@ CHECKS: tuple[CheckDef, ...] = (
         NO_CRITICAL_EVENTS_LOST,
         EVENT_RECONCILIATION,
         ERROR,
-        True,
+        False,
         "No CRITICAL event the cohort sent to Supabase is missing there.",
     ),
     CheckDef(

@@ -1,7 +1,6 @@
 """Snapshots are Parquet files, one per asset and partition, written then renamed so a
 failed run leaves the previous snapshot intact."""
 
-from __future__ import annotations
 
 import os
 import tempfile

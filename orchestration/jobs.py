@@ -1,5 +1,6 @@
 """Jobs, schedules and sensors."""
 
+
 from __future__ import annotations
 
 import datetime as dt

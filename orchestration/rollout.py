@@ -1,7 +1,6 @@
 """Rollback and canary rollout: sensors decide (with ``parity.triggers`` and
 ``parity.rollout``), jobs act (with ``parity.rollback``)."""
 
-from __future__ import annotations
 
 import datetime as dt
 import json
@@ -174,7 +173,7 @@ class CheckCursor:
     def low(self) -> int:
         return max(0, self.high - self.WINDOW)
 
-    def advance(self, ids: Iterable[int]) -> CheckCursor:
+    def advance(self, ids: Iterable[int]) -> "CheckCursor":
         merged = set(self.seen) | set(ids)
         high = max([self.high, *merged])
         return CheckCursor(high, tuple(sorted(i for i in merged if i > high - self.WINDOW)))
@@ -183,7 +182,7 @@ class CheckCursor:
         return json.dumps({"high": self.high, "seen": list(self.seen)})
 
     @classmethod
-    def parse(cls, text: str | None) -> CheckCursor:
+    def parse(cls, text: str | None) -> "CheckCursor":
         if not text:
             return cls()
         data = json.loads(text)
