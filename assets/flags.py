@@ -1,6 +1,5 @@
 """The feature flags as an observed source asset: lineage shows what rollback changes."""
 
-
 import hashlib
 
 import dagster as dg

@@ -3,7 +3,6 @@
 Each is wiring: fetch through the ``parity`` resource, call :mod:`parity`, return metadata.
 """
 
-
 import base64
 import datetime as dt
 import time

@@ -16,7 +16,6 @@ from orchestration.jobs import RECONCILE_EVENTS_JOB
 from parity import report as reports
 from parity.config import Settings
 
-
 #: The CLI prints its own summary; Dagster's console log shows only errors that are not
 #: already in it (check failures are).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}

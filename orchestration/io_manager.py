@@ -1,7 +1,6 @@
 """Snapshots are Parquet files, one per asset and partition, written then renamed so a
 failed run leaves the previous snapshot intact."""
 
-
 import os
 import tempfile
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Resources: where Parity's state, log and store are. Values come from the environment
 through ``dg.EnvVar`` (see :func:`parity_resource_from_env`), so secrets never show in the UI."""
 
-
 import os
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """Rollback and canary rollout: sensors decide (with ``parity.triggers`` and
 ``parity.rollout``), jobs act (with ``parity.rollback``)."""
 
-
 import datetime as dt
 import json
 import warnings

@@ -18,9 +18,7 @@ from parity.config import Settings, TableName
 
 # Hypothesis keeps caches in ./.hypothesis unless told otherwise; no test writes to the
 # working directory.
-os.environ.setdefault(
-    "HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="parity-hypothesis-")
-)
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="parity-hypothesis-"))
 
 
 @contextmanager

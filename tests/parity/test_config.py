@@ -37,8 +37,11 @@ def test_settings_defaults_and_paths(tmp_path):
 
 
 def test_settings_transport_choice(tmp_path):
-    env = {"PARITY_HOME": str(tmp_path), "SUPABASE_URL": "http://127.0.0.1:1",
-           "SUPABASE_SERVICE_ROLE_KEY": "k"}
+    env = {
+        "PARITY_HOME": str(tmp_path),
+        "SUPABASE_URL": "http://127.0.0.1:1",
+        "SUPABASE_SERVICE_ROLE_KEY": "k",
+    }
     assert Settings.from_env(env).transport == "rest"
     env["PARITY_DATABASE_URL"] = "postgresql://u:p@127.0.0.1:1/db"
     assert Settings.from_env(env).transport == "postgres"
@@ -50,11 +53,13 @@ def test_supabase_url_without_key_is_a_clear_error(tmp_path):
 
 
 def test_secrets_are_not_in_repr(tmp_path):
-    settings = Settings.from_env({
-        "PARITY_HOME": str(tmp_path),
-        "PARITY_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1/db",
-        "SUPABASE_SERVICE_ROLE_KEY": "sekrit-key",
-    })
+    settings = Settings.from_env(
+        {
+            "PARITY_HOME": str(tmp_path),
+            "PARITY_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1/db",
+            "SUPABASE_SERVICE_ROLE_KEY": "sekrit-key",
+        }
+    )
     assert "hunter2" not in repr(settings) and "sekrit" not in repr(settings)
 
 

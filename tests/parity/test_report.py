@@ -9,9 +9,13 @@ from parity.errors import ReportNotFoundError
 def clean_report(partition="2026-11-28-10:00"):
     doc = {key: 0 for key in report.REPORT_KEYS}
     doc.update(
-        partition=partition, window_start="2026-11-28T10:00:00Z",
-        window_end="2026-11-28T11:00:00Z", sequence_gaps_ws=[], missing_keys=[],
-        latency_ms={"p50": 10.0, "p95": 40.0, "p99": 90.0, "max": 120.0}, delivery_rate=1.0,
+        partition=partition,
+        window_start="2026-11-28T10:00:00Z",
+        window_end="2026-11-28T11:00:00Z",
+        sequence_gaps_ws=[],
+        missing_keys=[],
+        latency_ms={"p50": 10.0, "p95": 40.0, "p99": 90.0, "max": 120.0},
+        delivery_rate=1.0,
         by_category={c: {} for c in ("CRITICAL", "INFORMATIONAL", "LEGACY")},
     )
     return doc
