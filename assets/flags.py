@@ -11,15 +11,22 @@ from parity.flags import ROLLOUT_STATE_FLAG, read_flags, store_history
 FEATURE_FLAGS = "feature_flags"
 
 
-@dg.observable_source_asset(
-    name=FEATURE_FLAGS,
-    group_name="rollout",
-    description=(
-        "The migration's feature flags as they are in the Supabase feature_flags table. "
-        "The rollback and canary jobs change them; every change is in feature_flag_audit "
-        "(`parity flags history`)."
-    ),
-    tags={"dagster/kind/supabase": "", "dagster/kind/postgres": ""},
+# multi_observable_source_asset builds an AssetsDefinition directly; the single-asset
+# decorator goes through SourceAsset, whose conversion calls a property deprecated for 2.0.
+@dg.multi_observable_source_asset(
+    specs=[
+        dg.AssetSpec(
+            FEATURE_FLAGS,
+            group_name="rollout",
+            description=(
+                "The migration's feature flags as they are in the Supabase feature_flags "
+                "table. The rollback and canary jobs change them; every change is in "
+                "feature_flag_audit (`parity flags history`)."
+            ),
+            kinds={"supabase", "postgres"},
+        )
+    ],
+    name="observe_feature_flags",
 )
 def feature_flags(parity: ParityResource) -> dg.ObserveResult:
     store = parity.open_store()
@@ -39,7 +46,9 @@ def feature_flags(parity: ParityResource) -> dg.ObserveResult:
     metadata["audit_history"] = dg.MetadataValue.text(
         f"table {store.table.schema}.feature_flag_audit; `parity flags history`"
     )
-    return dg.ObserveResult(data_version=dg.DataVersion(version), metadata=metadata)
+    return dg.ObserveResult(
+        asset_key=FEATURE_FLAGS, data_version=dg.DataVersion(version), metadata=metadata
+    )
 
 
 def _history_markdown(rows) -> str:  # noqa: ANN001

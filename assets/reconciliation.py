@@ -22,6 +22,9 @@ from parity.wslog import read_window
 
 GROUP = "reconciliation"
 FEATURE_FLAGS = "feature_flags"
+#: Each run reconciles one hour (the assets read context.partition_key); a backfill over a
+#: range launches one run per hour, which the run queue spreads over the workers.
+ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 #: How many offending keys the UI shows; the report keeps the full list of missing keys.
 SAMPLE_LIMIT = 50
 
@@ -44,6 +47,7 @@ def build_reconciliation_assets(
         group_name=GROUP,
         kinds={"python", "parquet"},
         io_manager_key="snapshot_io_manager",
+        backfill_policy=ONE_HOUR_PER_RUN,
         check_specs=specs.get(WS_LOG_SNAPSHOT),
         description=(
             "Every monitoring event the WebSocket broadcast logged for the hour (by emitted_at), "
@@ -93,6 +97,7 @@ def build_reconciliation_assets(
         group_name=GROUP,
         kinds={"supabase", "postgres", "parquet"},
         io_manager_key="snapshot_io_manager",
+        backfill_policy=ONE_HOUR_PER_RUN,
         check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
         description=(
             "Every row of the Supabase events table whose emitted_at falls in the hour, "
@@ -125,6 +130,7 @@ def build_reconciliation_assets(
         group_name=GROUP,
         kinds={"python"},
         deps=[FEATURE_FLAGS],
+        backfill_policy=ONE_HOUR_PER_RUN,
         check_specs=specs.get(EVENT_RECONCILIATION),
         description=(
             "The hour's log against Supabase: missing, unexpected, duplicated and corrupted "

@@ -77,7 +77,7 @@ def build_definitions(
         sensors=sensors,
         resources={
             "parity": parity,
-            "snapshot_io_manager": ParquetSnapshotIOManager(parity=parity),
+            "snapshot_io_manager": ParquetSnapshotIOManager(home=parity.home),
         },
     )
 

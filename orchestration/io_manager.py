@@ -9,19 +9,20 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestration.resources import ParityResource
-
 
 class ParquetSnapshotIOManager(dg.ConfigurableIOManager):
     """Stores ``pyarrow.Table`` outputs at
     ``$PARITY_HOME/snapshots/<asset key>/<partition key>.parquet``."""
 
-    parity: ParityResource
+    #: PARITY_HOME. A plain field rather than a nested ParityResource: Dagster 1.13's
+    #: nested-resource resolution calls a deprecated context property.
+    home: str = ".parity"
 
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
         key = context.asset_key.path
         name = context.asset_partition_key if context.has_asset_partitions else "__all__"
-        return self.parity.settings().snapshots_dir.joinpath(*key) / f"{name}.parquet"
+        base = Path(self.home).expanduser().absolute() / "snapshots"
+        return base.joinpath(*key) / f"{name}.parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         path = self._path(context)

@@ -49,7 +49,6 @@ def build_jobs(
     reconcile_job = dg.define_asset_job(
         RECONCILE_EVENTS_JOB,
         selection=dg.AssetSelection.assets(*reconciliation_assets),
-        partitions_def=partitions_def,
         description="Snapshot the WebSocket log and the Supabase table for an hour and "
         "reconcile them, with every asset check.",
     )

@@ -1,0 +1,155 @@
+"""The code location loads, its assets are described, and the schedule and the partitioned
+job pick the right hours."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import build_definitions, defs
+from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
+from orchestration.resources import parity_resource_from_env
+from parity.errors import ConfigurationError
+
+ENV = {"PARITY_HOME": "/tmp/parity-defs-test", "PARITY_PARTITIONS_START": "2026-11-20"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key in (
+        "PARITY_DATABASE_URL",
+        "SUPABASE_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "PARITY_SCHEDULE_LAG_MINUTES",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return ENV
+
+
+def test_the_workspace_attribute_loads(env):
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    assert {j.name for j in loaded.jobs} >= {
+        RECONCILE_EVENTS_JOB,
+        "rollback_job",
+        "promote_rollout_job",
+    }
+    assert {s.name for s in loaded.sensors} >= {
+        "rollback_on_check_failure",
+        "rollback_on_health_triggers",
+        "canary_promotion",
+    }
+
+
+def test_assets_have_groups_descriptions_kinds_and_lineage(env):
+    graph = build_definitions().resolve_asset_graph()
+    recon = dg.AssetKey("event_reconciliation")
+    assert graph.get(recon).parent_keys == {
+        dg.AssetKey("ws_log_snapshot"),
+        dg.AssetKey("supabase_events_snapshot"),
+        dg.AssetKey("feature_flags"),
+    }
+    for name in ("ws_log_snapshot", "supabase_events_snapshot", "event_reconciliation"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "reconciliation"
+        assert node.description and len(node.description) > 40
+        assert node.kinds
+        assert isinstance(node.partitions_def, dg.HourlyPartitionsDefinition)
+    assert graph.get(dg.AssetKey("feature_flags")).group_name == "rollout"
+
+
+def test_partitions_start_where_configured(env):
+    job = build_definitions().resolve_job_def(RECONCILE_EVENTS_JOB)
+    keys = job.partitions_def.get_partition_keys(
+        current_time=dt.datetime(2026, 11, 20, 3, 30, tzinfo=dt.UTC)
+    )
+    assert keys == ["2026-11-20-00:00", "2026-11-20-01:00", "2026-11-20-02:00"]
+
+
+def test_default_start_is_recent(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("PARITY_PARTITIONS_START", raising=False)
+    now = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+    job = build_definitions(environ={"PARITY_HOME": "/tmp/x"}, now=now).resolve_job_def(
+        RECONCILE_EVENTS_JOB
+    )
+    assert job.partitions_def.get_first_partition_key() == "2026-11-21-00:00"
+
+
+@pytest.mark.parametrize(
+    ("tick", "lag", "expected"),
+    [
+        (dt.datetime(2026, 11, 28, 11, 15, tzinfo=dt.UTC), None, "2026-11-28-10:00"),
+        (dt.datetime(2026, 11, 28, 0, 15, tzinfo=dt.UTC), None, "2026-11-27-23:00"),
+        (dt.datetime(2026, 11, 28, 12, 30, tzinfo=dt.UTC), "90", "2026-11-28-10:00"),
+    ],
+)
+def test_schedule_requests_the_last_complete_hour(env, monkeypatch, tick, lag, expected):
+    if lag:
+        monkeypatch.setenv("PARITY_SCHEDULE_LAG_MINUTES", lag)
+    loaded = build_definitions()
+    schedule = loaded.resolve_schedule_def(HOURLY_RECONCILIATION_SCHEDULE)
+    minute = int(lag) % 60 if lag else 15
+    assert schedule.cron_schedule == f"{minute} * * * *"
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            repository_def=loaded.get_repository_def(),
+        )
+        result = schedule.evaluate_tick(context)
+    [request] = result.run_requests
+    assert request.partition_key == expected
+    assert request.run_key == expected  # one run per hour, however often the tick repeats
+
+
+def test_schedule_skips_hours_before_the_first_partition(env):
+    loaded = build_definitions()
+    schedule = loaded.resolve_schedule_def(HOURLY_RECONCILIATION_SCHEDULE)
+    tick = dt.datetime(2026, 11, 20, 0, 15, tzinfo=dt.UTC)  # would be 2026-11-19-23:00
+    with dg.instance_for_test() as instance:
+        result = schedule.evaluate_tick(
+            dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=tick,
+                repository_def=loaded.get_repository_def(),
+            )
+        )
+    assert not result.run_requests
+    assert "before the first partition" in result.skip_message
+
+
+def test_bad_lag_is_a_configuration_error(env, monkeypatch):
+    monkeypatch.setenv("PARITY_SCHEDULE_LAG_MINUTES", "soon")
+    with pytest.raises(ConfigurationError, match="PARITY_SCHEDULE_LAG_MINUTES"):
+        build_definitions()
+
+
+def test_backfill_over_a_range_runs_one_hour_per_run(env):
+    """A partition backfill of the reconciliation over a range of hours launches one run
+    per hour: each asset reconciles exactly one hour (multi_run(1))."""
+    loaded = build_definitions()
+    graph = loaded.resolve_asset_graph()
+    for name in ("ws_log_snapshot", "supabase_events_snapshot", "event_reconciliation"):
+        assert graph.get(dg.AssetKey(name)).backfill_policy == dg.BackfillPolicy.multi_run(1)
+    job = loaded.resolve_job_def(RECONCILE_EVENTS_JOB)
+    keys = job.partitions_def.get_partition_keys_in_range(
+        dg.PartitionKeyRange("2026-11-28-08:00", "2026-11-28-10:00")
+    )
+    assert keys == ["2026-11-28-08:00", "2026-11-28-09:00", "2026-11-28-10:00"]
+
+
+def test_secrets_reach_dagster_as_env_vars_not_values():
+    resource = parity_resource_from_env(
+        {
+            "PARITY_HOME": "/x",
+            "PARITY_DATABASE_URL": "postgresql://u:hunter2@h/db",
+            "SUPABASE_SERVICE_ROLE_KEY": "sekrit",
+        }
+    )
+    shown = repr(resource.__dict__) + repr(resource)
+    assert "hunter2" not in shown and "sekrit" not in shown
+    assert "PARITY_DATABASE_URL" in shown
