@@ -66,7 +66,7 @@ def build_definitions(
     jobs, schedules, _ = build_jobs(assets, partitions_def, lag=schedule_lag(environ))
     trigger_config = TriggerConfig()
     sensors = [
-        build_check_failure_sensor(spec.name for specs in check_specs.values() for spec in specs),
+        build_check_failure_sensor(spec.key for specs in check_specs.values() for spec in specs),
         build_health_sensor(trigger_config),
         build_canary_sensor(trigger_config, RolloutConfig()),
     ]

@@ -3,7 +3,6 @@
 
 import datetime as dt
 import json
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -157,56 +156,85 @@ def promote_rollout_job():
 # -- check failures ---------------------------------------------------------------------
 
 
+#: How many recent executions of each check a tick reads; far more than can happen
+#: between two ticks.
+CHECK_HISTORY_PAGE = 100
+#: On the very first tick, failures older than this are history, not news.
+FIRST_TICK_LOOKBACK_S = 24 * 3600
+
+
 @dataclass(frozen=True)
 class CheckCursor:
-    """Storage ids already handled. Event-log ids are assigned at insert but may become
-    visible out of order (concurrent runs on PostgreSQL), so each tick re-reads a window
-    below the highest id seen and skips the ids it has handled: a result still being
-    written when one tick ran is picked up by the next, and none is handled twice."""
+    """Per check, the execution ids already handled and those still running.
 
-    high: int = 0
-    seen: tuple[int, ...] = ()
-    WINDOW = 1000
+    Dagster creates a check's execution record when the check is planned (PLANNED) and
+    resolves it in place when the result arrives, so a newer execution can finish before
+    an older one. Tracking ids (not a high-water mark) means a result that was still
+    running at one tick is handled at a later one, and none is handled twice.
+    """
 
-    @property
-    def low(self) -> int:
-        return max(0, self.high - self.WINDOW)
-
-    def advance(self, ids: Iterable[int]) -> "CheckCursor":
-        merged = set(self.seen) | set(ids)
-        high = max([self.high, *merged])
-        return CheckCursor(high, tuple(sorted(i for i in merged if i > high - self.WINDOW)))
+    handled: dict[str, tuple[int, ...]]
+    pending: dict[str, tuple[int, ...]]
+    started: bool = True
 
     def serialize(self) -> str:
-        return json.dumps({"high": self.high, "seen": list(self.seen)})
+        return json.dumps(
+            {
+                "handled": {k: list(v) for k, v in self.handled.items()},
+                "pending": {k: list(v) for k, v in self.pending.items()},
+            }
+        )
 
     @classmethod
     def parse(cls, text: str | None) -> "CheckCursor":
         if not text:
-            return cls()
+            return cls({}, {}, started=False)
         data = json.loads(text)
-        return cls(int(data["high"]), tuple(int(i) for i in data["seen"]))
-
-
-def fetch_check_evaluations(instance: dg.DagsterInstance, after_id: int, limit: int = 1000):
-    """Asset check evaluation records with storage id > ``after_id``, oldest first.
-
-    ``get_event_records`` is the only public API that pages through check evaluations by
-    storage id; it is marked deprecated for Dagster 2.0, so its warning is silenced here.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return instance.get_event_records(
-            dg.EventRecordsFilter(
-                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after_id
-            ),
-            limit=limit,
-            ascending=True,
+        return cls(
+            {k: tuple(v) for k, v in data.get("handled", {}).items()},
+            {k: tuple(v) for k, v in data.get("pending", {}).items()},
         )
 
 
-def build_check_failure_sensor(check_names: Iterable[str]) -> dg.SensorDefinition:
-    watched = frozenset(check_names)
+def _check_key_text(key: dg.AssetCheckKey) -> str:
+    return f"{key.asset_key.to_user_string()}:{key.name}"
+
+
+def scan_check_results(
+    instance: dg.DagsterInstance,
+    check_keys: Iterable[dg.AssetCheckKey],
+    cursor: CheckCursor,
+    now: float,
+) -> tuple[list[Any], CheckCursor]:
+    """New resolved executions of the checks (oldest first) and the advanced cursor."""
+    fresh, handled, pending = [], {}, {}
+    for key in check_keys:
+        name = _check_key_text(key)
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=CHECK_HISTORY_PAGE
+        )
+        seen = set(cursor.handled.get(name, ()))
+        done, waiting = [], []
+        for record in records:
+            if record.status.value == "PLANNED":  # planned, result not in yet
+                run = instance.get_run_by_id(record.run_id)
+                if run is not None and not run.is_finished:
+                    waiting.append(record.id)
+                continue
+            done.append(record.id)
+            if record.id in seen:
+                continue
+            if not cursor.started and now - record.create_timestamp > FIRST_TICK_LOOKBACK_S:
+                continue
+            fresh.append(record)
+        handled[name] = tuple(sorted(done))
+        pending[name] = tuple(sorted(waiting))
+    fresh.sort(key=lambda r: r.id)
+    return fresh, CheckCursor(handled, pending)
+
+
+def build_check_failure_sensor(check_keys: Iterable[dg.AssetCheckKey]) -> dg.SensorDefinition:
+    watched = tuple(check_keys)
 
     @dg.sensor(
         name=ROLLBACK_ON_CHECK_FAILURE,
@@ -218,34 +246,37 @@ def build_check_failure_sensor(check_names: Iterable[str]) -> dg.SensorDefinitio
     )
     def rollback_on_check_failure(context: dg.SensorEvaluationContext):
         cursor = CheckCursor.parse(context.cursor)
-        records = fetch_check_evaluations(context.instance, cursor.low)
-        fresh = [r for r in records if r.storage_id not in cursor.seen]
+        fresh, advanced = scan_check_results(
+            context.instance, watched, cursor, dt.datetime.now(dt.UTC).timestamp()
+        )
         failures: list[dict[str, Any]] = []
         for record in fresh:
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            evaluation = record.event.dagster_event.event_specific_data if record.event else None
             if (
-                evaluation.check_name in watched
+                evaluation is not None
                 and not evaluation.passed
                 and evaluation.severity == dg.AssetCheckSeverity.ERROR
             ):
                 failures.append(
                     {
-                        "storage_id": record.storage_id,
+                        "execution_id": record.id,
                         "check": evaluation.check_name,
                         "asset": evaluation.asset_key.to_user_string(),
-                        "partition": evaluation.partition or _run_partition(context, record),
+                        "partition": evaluation.partition
+                        or record.partition
+                        or _run_partition(context, record),
                         "run_id": record.run_id,
                         "observed": _observed(evaluation.metadata),
                     }
                 )
-        context.update_cursor(cursor.advance(r.storage_id for r in fresh).serialize())
+        context.update_cursor(advanced.serialize())
         if not failures:
             return dg.SkipReason(f"{len(fresh)} new check results, no ERROR failure")
-        ids = [f["storage_id"] for f in failures]
+        ids = [f["execution_id"] for f in failures]
         checks = sorted({f["check"] for f in failures})
         parts = sorted({f["partition"] for f in failures if f["partition"]})
         return dg.RunRequest(
-            run_key=f"check-failure-{min(ids)}-{max(ids)}",
+            run_key=f"check-failure-{'-'.join(str(i) for i in ids)}",
             run_config=dg.RunConfig(
                 ops={
                     "apply_rollback": RollbackConfig(
@@ -266,13 +297,13 @@ def build_check_failure_sensor(check_names: Iterable[str]) -> dg.SensorDefinitio
 
 
 def _run_partition(context: dg.SensorEvaluationContext, record) -> str | None:  # noqa: ANN001
-    run = context.instance.get_run_by_id(record.run_id)
+    run = context.instance.get_run_by_id(record.run_id) if record.run_id else None
     return run.tags.get("dagster/partition") if run else None
 
 
 def _observed(metadata) -> dict[str, Any]:  # noqa: ANN001
     out = {}
-    for key in ("observed", "threshold"):
+    for key in ("observed_value", "threshold"):
         if key in metadata:
             out[key] = getattr(metadata[key], "value", None)
     return out
