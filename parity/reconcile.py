@@ -79,7 +79,7 @@ DETAIL_KEYS = (
     "duplicates_supabase_retry", "duplicates_supabase_conflicting",
     "expected_checksum_mismatches", "present_outside_cohort", "unexpected_keys",
     "checksum_mismatch_keys", "out_of_order_keys", "sample_limit", "unclassified_types",
-    "latency_histogram",
+    "latency_histogram", "missing_critical_keys",
 )
 #: The additive counts reported per category (``by_category`` adds ``delivery_rate``).
 CATEGORY_COUNTS = REPORT_KEYS[3:14] + ("out_of_order_supabase",)
@@ -117,6 +117,7 @@ class Reconciliation:
     counts: Mapping[str, int]  # CATEGORY_COUNTS plus the split and cohort details
     by_category: Mapping[str, Mapping[str, int]]
     missing_keys: pa.Table  # stream, seq; sorted
+    missing_critical_keys: pa.Table  # the CRITICAL ones among them
     sequence_gaps_ws: pa.Table  # stream, first_missing, last_missing; sorted
     sequence_gaps_supabase: pa.Table
     unexpected_keys: pa.Table  # samples: the first sample_limit keys in (stream, seq) order
@@ -189,6 +190,7 @@ class Reconciliation:
             "sample_limit": self.sample_limit,
             "unclassified_types": {s: dict(t) for s, t in self.unclassified_types.items()},
             "latency_histogram": latency_histogram(self.latencies_us),
+            "missing_critical_keys": _key_list(self.missing_critical_keys),
         }
         return report
 
@@ -214,6 +216,9 @@ class Reconciliation:
                 for cat, counts in self.by_category.items()
             },
             missing_keys=_concat_sorted(self.missing_keys, other.missing_keys),
+            missing_critical_keys=_concat_sorted(
+                self.missing_critical_keys, other.missing_critical_keys
+            ),
             sequence_gaps_ws=_concat_sorted(self.sequence_gaps_ws, other.sequence_gaps_ws),
             sequence_gaps_supabase=_concat_sorted(
                 self.sequence_gaps_supabase, other.sequence_gaps_supabase
@@ -297,6 +302,7 @@ def reconcile(
 
     matched_g = exp_g & ck_match
     missing_g = exp_g & ~found
+    missing_critical_g = missing_g & (ws_gcat == _CRITICAL)
     mismatch_g = found & ~ck_match
     unexpected_g = ~sb_in_log
     ws_retry, ws_conflict = _duplicates(w, ws_ck)
@@ -353,6 +359,9 @@ def reconcile(
         counts=counts,
         by_category=by_category,
         missing_keys=_keys_table(streams, w_code[missing_g], w_seq[missing_g]),
+        missing_critical_keys=_keys_table(
+            streams, w_code[missing_critical_g], w_seq[missing_critical_g]
+        ),
         sequence_gaps_ws=_log_gaps(streams, w_code, w_seq),
         sequence_gaps_supabase=_supabase_gaps(streams, w_code, w_seq, exp_g, found),
         unexpected_keys=_keys_table(

@@ -69,6 +69,7 @@ def test_every_fault_is_counted_exactly(world_env: World):
     assert doc["matched"] == 48
     assert doc["missing_in_supabase"] == 1
     assert doc["missing_keys"] == [["health", 5]]
+    assert doc["missing_critical_keys"] == [["health", 5]]
     assert doc["unexpected_in_supabase"] == 1
     assert doc["duplicates_ws"] == 1
     assert doc["duplicates_supabase"] == 1
