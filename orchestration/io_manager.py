@@ -1,13 +1,13 @@
 """Snapshots are Parquet files, one per asset and partition, written then renamed so a
 failed run leaves the previous snapshot intact."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from parity.files import atomic_target
 
 
 class ParquetSnapshotIOManager(dg.ConfigurableIOManager):
@@ -26,15 +26,8 @@ class ParquetSnapshotIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_target(path) as tmp:
             pq.write_table(obj, tmp, compression="zstd")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(path)),

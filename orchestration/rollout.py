@@ -13,7 +13,6 @@ from orchestration.resources import ParityResource
 from parity import partitions, rollback, rollout, triggers
 from parity.flags import read_flags
 from parity.metrics import load_samples, lookback
-from parity.notify import post_webhook
 
 ROLLBACK_JOB = "rollback_job"
 PROMOTE_ROLLOUT_JOB = "promote_rollout_job"
@@ -73,16 +72,12 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
             "the rollout stays down until `parity rollout resume`"
         )
         if settings.alert_webhook_url:
-            delivery = post_webhook(
+            delivery = rollback.notify_rollback(
                 settings.alert_webhook_url,
-                {
-                    "event": "parity.rollback",
-                    "reason": config.reason,
-                    "changes": applied.changes,
-                    "flags": applied.flags_after,
-                    "evidence": evidence,
-                    "run_id": context.run_id,
-                },
+                applied,
+                reason=config.reason,
+                evidence=evidence,
+                run_id=context.run_id,
             )
             context.log.info(f"webhook: {delivery.detail} after {delivery.attempts} attempt(s)")
     context.log_event(

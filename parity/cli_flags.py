@@ -13,7 +13,6 @@ from parity import flags, rollback, rollout, triggers
 from parity.config import Settings
 from parity.errors import ConfigurationError, FlagError
 from parity.metrics import load_samples, lookback
-from parity.notify import post_webhook
 from parity.store import open_store
 
 EXIT_OK = 0
@@ -135,15 +134,11 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{name} -> {_show(value)}")
     print("rollback in force until `parity rollout resume`")
     if settings.alert_webhook_url:
-        delivery = post_webhook(
+        delivery = rollback.notify_rollback(
             settings.alert_webhook_url,
-            {
-                "event": "parity.rollback",
-                "reason": args.reason,
-                "changes": applied.changes,
-                "flags": applied.flags_after,
-                "evidence": {"trigger": "manual", "source": "cli"},
-            },
+            applied,
+            reason=args.reason,
+            evidence={"trigger": "manual", "source": "cli"},
         )
         print(f"webhook: {delivery.detail}")
     return EXIT_OK

@@ -64,6 +64,7 @@ from parity.classify import Classifier, load_rules
 from parity.config import TableName
 from parity.errors import ConfigurationError, InvalidEventError, StoreConnectionError, StoreError
 from parity.events import MAX_STREAM_LENGTH, Event, loads_exact, make_event, parse_timestamp
+from parity.files import write_bytes_atomic
 from parity.schema import STORE_SCHEMA
 from parity.triggers import MetricSample
 
@@ -112,25 +113,6 @@ class ProducerConfig:
         raise ConfigurationError(
             "the producer needs a buffer file for failed writes: set buffer_path or state_path"
         )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves either the old or the new content."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class SeqState:
@@ -186,7 +168,7 @@ class SeqState:
 
     def _persist(self, reserved: Mapping[str, int]) -> None:
         if self.path is not None:
-            write_atomic(self.path, orjson.dumps({"version": 1, "reserved": dict(reserved)}))
+            write_bytes_atomic(self.path, orjson.dumps({"version": 1, "reserved": dict(reserved)}))
 
     def close(self, *, persist: bool = True) -> None:
         """Record the exact last numbers (a clean restart continues gaplessly); unlock."""
@@ -220,7 +202,7 @@ class DurableBuffer:
             # A crash mid-append: that line was never acknowledged, so it is cut off.
             keep = data[: data.rfind(b"\n") + 1]
             log.warning("buffer %s: cutting off a torn, unacknowledged last line", self.path)
-            write_atomic(self.path, keep)
+            write_bytes_atomic(self.path, keep)
             data = keep
         self.pending = data.count(b"\n")
         self._size = len(data)
@@ -267,7 +249,7 @@ class DurableBuffer:
             fh.seek(self._offset)
             rest = fh.read()
         self._fh.close()
-        write_atomic(self.path, rest)
+        write_bytes_atomic(self.path, rest)
         self._fh = open(self.path, "ab")
         self._offset = 0
         self._size = len(rest)

@@ -48,6 +48,7 @@ from websockets.exceptions import (
 
 from parity.errors import ConfigurationError
 from parity.events import format_timestamp, loads_exact
+from parity.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,6 @@ class RecorderStats:
     files: list[Path] = field(default_factory=list)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     # One write() for the whole line; the loop only matters after a short write.
     view = memoryview(data)
@@ -105,7 +98,7 @@ class AppendFile:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.dirty = False
         if created:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return
         size = os.fstat(self.fd).st_size
         if size:

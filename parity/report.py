@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from parity.errors import ReportNotFoundError
 from parity.events import CATEGORIES
+from parity.files import write_json_atomic
 
 #: Top-level keys every report has (DESIGN 7).
 REPORT_KEYS = (
@@ -48,22 +47,6 @@ DISCREPANCY_KEYS = (
     "out_of_order_supabase",
     "quarantined_lines",
 )
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write then rename: a reader sees the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report_path(reports_dir: Path, partition: str) -> Path:

@@ -18,6 +18,7 @@ from parity import flags as flagdb
 from parity import partitions, rollout
 from parity import report as reports
 from parity.errors import ConcurrentUpdateError, FlagError
+from parity.notify import Delivery, post_webhook
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,25 @@ def reconciled_hours(
         hours.append(rollout.ReconciledHour(hour, clean))
         hour += partitions.HOUR
     return hours
+
+
+def notify_rollback(
+    url: str,
+    applied: Applied,
+    *,
+    reason: str,
+    evidence: dict[str, Any],
+    run_id: str | None = None,
+) -> Delivery:
+    """POST the rollback to the alert webhook (never raises; see parity.notify)."""
+    return post_webhook(
+        url,
+        {
+            "event": "parity.rollback",
+            "reason": reason,
+            "changes": applied.changes,
+            "flags": applied.flags_after,
+            "evidence": evidence,
+            "run_id": run_id,
+        },
+    )
