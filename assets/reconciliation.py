@@ -15,6 +15,7 @@ from checks.evaluate import evaluate_checks
 from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
 from orchestration.resources import ParityResource
 from parity import partitions, report
+from parity.backfill import backfilled_keys
 from parity.flags import load_timeline
 from parity.reconcile import reconcile
 from parity.store import with_derived_columns
@@ -161,6 +162,7 @@ def build_reconciliation_assets(
             partition=context.partition_key,
             quarantined_lines=quarantined,
             sample_limit=SAMPLE_LIMIT,
+            backfilled=backfilled_keys(settings.home, context.partition_key),
         )
         doc = result.to_report()
         path = report.write_report(settings.reports_dir, doc)
@@ -192,9 +194,9 @@ def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: st
 
 def _reconciliation_metadata(doc: dict, path: str) -> dict:
     lat = doc["latency_ms"]
-    hist = doc.get("latency_histogram") or {"edges_ms": [], "counts": []}
     png = report.latency_histogram_png(
-        hist["edges_ms"], hist["counts"], title=f"latency, {doc['partition']} (UTC)"
+        doc.get("latency_histogram") or {},
+        title=f"latency of matched events, {doc['partition']} UTC",
     )
     image = base64.b64encode(png).decode()
     sample = {

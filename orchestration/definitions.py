@@ -12,9 +12,11 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from assets.backfill import MAX_PARTITIONS_PER_RUN, build_backfill_assets
 from assets.flags import feature_flags
 from assets.reconciliation import build_reconciliation_assets
 from checks.specs import reconciliation_check_specs
+from orchestration.backfill_sensors import build_backfill_definitions
 from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import build_jobs
 from orchestration.resources import parity_resource_from_env
@@ -64,15 +66,20 @@ def build_definitions(
     check_specs = reconciliation_check_specs()
     assets = build_reconciliation_assets(partitions_def, check_specs)
     jobs, schedules, _ = build_jobs(assets, partitions_def, lag=schedule_lag(environ))
+    backfill_assets = build_backfill_assets(partitions_def)
+    backfill_job, backfill_sensors = build_backfill_definitions(
+        partitions_def, backfill_assets, MAX_PARTITIONS_PER_RUN
+    )
     trigger_config = TriggerConfig()
     sensors = [
         build_check_failure_sensor(spec.key for specs in check_specs.values() for spec in specs),
         build_health_sensor(trigger_config),
         build_canary_sensor(trigger_config, RolloutConfig()),
+        *backfill_sensors,
     ]
     return dg.Definitions(
-        assets=[feature_flags, *assets],
-        jobs=[*jobs, rollback_job, promote_rollout_job],
+        assets=[feature_flags, *assets, *backfill_assets],
+        jobs=[*jobs, rollback_job, promote_rollout_job, backfill_job],
         schedules=schedules,
         sensors=sensors,
         resources={

@@ -149,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
     """Commands owned by other modules register here."""
+    from parity.cli_backfill import add_backfill_command
     from parity.cli_flags import add_flag_commands, add_rollout_commands
     from parity.cli_record import add_record_command
 
     add_flag_commands(sub)
     add_rollout_commands(sub)
     add_record_command(sub)
+    add_backfill_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

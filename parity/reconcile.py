@@ -79,7 +79,7 @@ DETAIL_KEYS = (
     "duplicates_supabase_retry", "duplicates_supabase_conflicting",
     "expected_checksum_mismatches", "present_outside_cohort", "unexpected_keys",
     "checksum_mismatch_keys", "out_of_order_keys", "sample_limit", "unclassified_types",
-    "latency_histogram", "missing_critical_keys",
+    "latency_histogram", "missing_critical_keys", "backfilled_rows",
 )
 #: The additive counts reported per category (``by_category`` adds ``delivery_rate``).
 CATEGORY_COUNTS = REPORT_KEYS[3:14] + ("out_of_order_supabase",)
@@ -191,6 +191,7 @@ class Reconciliation:
             "unclassified_types": {s: dict(t) for s, t in self.unclassified_types.items()},
             "latency_histogram": latency_histogram(self.latencies_us),
             "missing_critical_keys": _key_list(self.missing_critical_keys),
+            "backfilled_rows": int(c.get("backfilled_rows", 0)),
         }
         return report
 
@@ -251,11 +252,16 @@ def reconcile(
     partition: str,
     quarantined_lines: int = 0,
     sample_limit: int = 100,
+    backfilled: pa.Table | None = None,
 ) -> Reconciliation:
     """Reconcile the hour's log snapshot ``ws`` against the Supabase snapshot ``sb``.
 
     Pass the cohort as ``timeline`` (a :class:`~parity.routing.FlagTimeline`) or as
     ``expected``, one boolean per log row (null counts as not expected).
+
+    ``backfilled`` lists (stream, seq) keys a backfill wrote: they count as delivered, but
+    their ``received_at`` is the backfill's time, not an arrival, so their rows are left
+    out of latency and out-of-order (and counted as ``backfilled_rows``).
     """
     _require(ws, _COMMON_COLUMNS, "log snapshot")
     _require(sb, _SB_COLUMNS, "Supabase snapshot")
@@ -293,6 +299,10 @@ def reconcile(
     sb_in_log[sb_of_common] = True
 
     sb_received = timestamps_us(sb.column("received_at"))
+    backfilled_rows = _backfilled_rows(sb, backfilled)
+    if backfilled_rows.size:
+        sb_received = sb_received.copy()
+        sb_received[backfilled_rows] = _NULL_TIME
     ck_match, chosen = _match_checksums(w, s, common, sb_of_common, ws_ck, sb_ck, sb_received)
 
     # Per-key categories: the first log copy's; Supabase's own for keys the log lacks.
@@ -336,6 +346,7 @@ def reconcile(
         duplicates_supabase_conflicting=int(sb_conflict.sum()),
         expected_checksum_mismatches=int((exp_g & mismatch_g).sum()),
         present_outside_cohort=int((found & ~exp_g).sum()),
+        backfilled_rows=int(backfilled_rows.size),
     )
     by_category = {
         cat: {k: int(v[i]) for k, v in table.items()} for i, cat in enumerate(CATEGORIES)
@@ -655,6 +666,26 @@ def _invalid_rows(table: pa.Table) -> np.ndarray:
     if valid.null_count == 0 and pc.all(valid).as_py() is not False:
         return np.zeros(0, np.int64)
     return np.flatnonzero(~to_numpy(pc.fill_null(valid, True)).astype(bool))
+
+
+def _backfilled_rows(sb: pa.Table, backfilled: pa.Table | None) -> np.ndarray:
+    """Indices of Supabase rows whose key a backfill wrote. The key list is small, so
+    filter candidates by stream and seq first, then match exactly."""
+    if backfilled is None or backfilled.num_rows == 0 or sb.num_rows == 0:
+        return np.zeros(0, np.int64)
+    maybe = pc.and_(
+        pc.is_in(sb.column("stream"), value_set=backfilled.column("stream").combine_chunks()),
+        pc.is_in(sb.column("seq"), value_set=backfilled.column("seq").combine_chunks()),
+    )
+    rows = np.flatnonzero(to_numpy(pc.fill_null(maybe, False)))
+    if rows.size == 0:
+        return rows
+    wanted = set(zip(backfilled.column("stream").to_pylist(),
+                     backfilled.column("seq").to_pylist(), strict=True))
+    streams = sb.column("stream").take(rows).to_pylist()
+    seqs = sb.column("seq").take(rows).to_pylist()
+    keep = [i for i, key in enumerate(zip(streams, seqs, strict=True)) if key in wanted]
+    return rows[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
 
 
 def _out_of_order(s: _Groups, code: np.ndarray, received: np.ndarray) -> np.ndarray:

@@ -125,20 +125,42 @@ def category_table_markdown(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def latency_histogram_png(edges_ms: list[float], counts: list[int], *, title: str) -> bytes:
-    """A bar chart of the latency histogram as PNG bytes (matplotlib, no display)."""
+def _ms_label(value: float) -> str:
+    return f"{value / 1000:g}s" if value >= 1000 else f"{value:g}"
+
+
+def latency_histogram_png(histogram: dict[str, Any], *, title: str) -> bytes:
+    """The latency histogram as a PNG bar chart: one equal-width bar per bin (the bins grow
+    roughly tenfold, so a linear axis would squeeze everything into its first pixels),
+    from the first bin holding events to the last, plus bars for the values below the
+    first edge (clock skew) and above the last."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 2.6), dpi=100)
+    edges = list(histogram.get("edges_ms") or [])
+    counts = list(histogram.get("counts") or [])
+    labels = [f"{_ms_label(a)}-{_ms_label(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    if histogram.get("below"):
+        labels.insert(0, f"<{_ms_label(edges[0])}")
+        counts.insert(0, int(histogram["below"]))
+    if histogram.get("above"):
+        labels.append(f">{_ms_label(edges[-1])}")
+        counts.append(int(histogram["above"]))
+    used = [i for i, c in enumerate(counts) if c]
+    fig = Figure(figsize=(7, 2.8), dpi=100)
     ax = fig.add_subplot()
-    if counts and sum(counts):
-        widths = [b - a for a, b in zip(edges_ms[:-1], edges_ms[1:], strict=True)]
-        ax.bar(edges_ms[:-1], counts, width=widths, align="edge", color="#4f43dd")
+    if used:
+        lo, hi = max(0, used[0] - 1), min(len(counts), used[-1] + 2)
+        shown = range(lo, hi)
+        ax.bar(range(len(shown)), [counts[i] for i in shown], color="#4f43dd")
+        ax.set_xticks(
+            range(len(shown)), [labels[i] for i in shown], rotation=30, ha="right", fontsize=8
+        )
     else:
         ax.text(0.5, 0.5, "no matched events", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
     ax.set_xlabel("received_at - emitted_at (ms)")
     ax.set_ylabel("events")
     ax.set_title(title, fontsize=9)

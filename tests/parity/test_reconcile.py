@@ -582,3 +582,20 @@ def test_a_key_is_expected_when_any_log_copy_is():
     assert report["missing_keys"] == [["s", 1]]
     assert report["duplicates_ws_conflicting"] == 1
     assert report["duplicates_ws_retry"] == 1
+
+
+def test_backfilled_rows_count_as_delivered_but_not_as_arrivals():
+    """A backfill writes missed events hours later with received_at = now(): they complete
+    the hour, but their timing is the backfill's, not a delivery's."""
+    later = END + dt.timedelta(hours=3)
+    sb_rows = [{"seq": n, "latency_ms": 10} for n in (1, 2, 4, 5)]
+    sb_rows.append({"seq": 3, "received": later})  # written by the backfill
+    backfilled = pa.table({"stream": ["s", "s"], "seq": [3, 99]})  # 99: not in the hour
+    with_ledger = run(seqs(1, 2, 3, 4, 5), sb_rows, backfilled=backfilled)
+    assert discrepancies(with_ledger) == {}
+    assert with_ledger["matched"] == 5 and with_ledger["backfilled_rows"] == 1
+    assert with_ledger["latency_ms"]["max"] == 10.0
+
+    without = run(seqs(1, 2, 3, 4, 5), sb_rows)  # the same rows, no ledger
+    assert without["out_of_order_supabase"] == 1  # 3 arrived after 4 and 5
+    assert without["latency_ms"]["max"] > 3 * 3600 * 1000

@@ -73,7 +73,8 @@ def test_category_table_lists_every_category():
 
 
 def test_histogram_png_is_a_png():
-    png = report.latency_histogram_png([0, 10, 20], [3, 1], title="t")
+    histogram = {"edges_ms": [0, 10, 100, 1000], "counts": [3, 1, 0], "below": 1, "above": 2}
+    png = report.latency_histogram_png(histogram, title="t")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    empty = report.latency_histogram_png([], [], title="t")
+    empty = report.latency_histogram_png({}, title="t")
     assert empty[:8] == b"\x89PNG\r\n\x1a\n"

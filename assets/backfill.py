@@ -1,0 +1,139 @@
+"""The repair asset: missed events re-sent to Supabase (issue 6), hour by hour.
+
+Wiring only: for each hour of the run, read the stored log snapshot and the report's
+missing keys, call :func:`parity.backfill.backfill`, and report what happened. The hour is
+reconciled again afterwards by the ``reconcile_after_backfill`` sensor (see
+``orchestration/backfill_sensors.py``): ``event_reconciliation`` is upstream of this asset,
+so it cannot run in the same run.
+"""
+
+import datetime as dt
+import functools
+
+import dagster as dg
+import pyarrow as pa
+
+from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
+from orchestration.resources import ParityResource
+from parity import backfill as bf
+from parity import partitions
+from parity.flags import load_timeline
+from parity.wslog import read_window
+
+GROUP = "repair"
+MISSED_EVENTS_BACKFILL = "missed_events_backfill"
+#: A backfill over a long range runs up to a day of hours per run: each hour is small work
+#: (one snapshot, a few inserts), so one run per hour would mostly be run overhead.
+MAX_PARTITIONS_PER_RUN = 24
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
+#: Metadata keys, also read by the sensor that reconciles backfilled hours again.
+DRY_RUN = "dry_run"
+BY_PARTITION = "by_partition"
+
+
+class BackfillConfig(dg.Config):
+    """Launch-time options (Launchpad, or ``parity backfill`` flags)."""
+
+    dry_run: bool = False
+    """Report what would be written, write nothing."""
+    all_missing: bool = False
+    """Write every event the log has and Supabase lacks, not only those the rollout
+    cohort sent to Supabase."""
+    batch_size: int = 1000
+    """Rows per insert; each batch is retried on connection errors."""
+
+
+def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The backfill asset on the reconciliation's hourly partitions."""
+
+    @dg.asset(
+        name=MISSED_EVENTS_BACKFILL,
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"python", "supabase", "postgres"},
+        deps=[WS_LOG_SNAPSHOT, EVENT_RECONCILIATION],
+        backfill_policy=BACKFILL_POLICY,
+        description=(
+            "Monitoring events the WebSocket broadcast logged and Supabase should have but "
+            "does not, written to Supabase once each (never overwriting a row that is there), "
+            "so the hour can be proven whole. Conflicting and corrupted events are reported, "
+            "not written."
+        ),
+    )
+    def missed_events_backfill(
+        context: dg.AssetExecutionContext, config: BackfillConfig, parity: ParityResource
+    ) -> dg.MaterializeResult:
+        settings = parity.settings()
+        options = bf.BackfillOptions(
+            dry_run=config.dry_run, all_missing=config.all_missing, batch_size=config.batch_size
+        )
+        classifier = parity.classifier()
+        grace = dt.timedelta(hours=parity.log_grace_hours)
+        results: list[bf.BackfillResult] = []
+        store = parity.open_store()
+        try:
+            timeline = load_timeline(store)
+            for key in context.partition_keys:
+                start, end = partitions.window(key)
+                read_log = functools.partial(
+                    _log_events, settings.ws_log_dir, start, end, classifier, grace
+                )
+                ws = bf.load_log_snapshot(settings.snapshots_dir, key, read_log)
+                keys = bf.report_keys(settings.reports_dir, key, all_missing=config.all_missing)
+                try:
+                    result = bf.backfill(
+                        ws, store, partition=key, timeline=timeline, keys=keys, options=options
+                    )
+                except bf.BackfillInterruptedError as exc:
+                    bf.write_ledger(settings.home, exc.result)
+                    raise
+                bf.write_ledger(settings.home, result)
+                context.log.info(_summary(result))
+                results.append(result)
+        finally:
+            store.close()
+        return dg.MaterializeResult(metadata=backfill_metadata(results))
+
+    return [missed_events_backfill]
+
+
+def _log_events(log_dir, start, end, classifier, grace) -> pa.Table:  # noqa: ANN001
+    """The hour's log read afresh, for an hour whose snapshot was never stored."""
+    return read_window(log_dir, start, end, classifier=classifier, grace=grace).events
+
+
+def _summary(r: bf.BackfillResult) -> str:
+    verb = "would write" if r.dry_run else "wrote"
+    return (
+        f"{r.partition}: {verb} {r.planned if r.dry_run else r.written} events; already "
+        f"present {r.already_present}, conflicts {r.conflicts}, invalid {r.invalid}, outside "
+        f"the cohort {r.skipped_outside_cohort}, {r.batches} batches in {r.duration_s:g} s"
+    )
+
+
+def backfill_metadata(results: list[bf.BackfillResult]) -> dict:
+    def total(name: str) -> int:
+        return sum(int(getattr(r, name)) for r in results)
+
+    return {
+        DRY_RUN: any(r.dry_run for r in results),
+        "partitions": len(results),
+        "planned": total("planned"),
+        "written": total("written"),
+        "already_present": total("already_present"),
+        "skipped_existing": total("skipped_existing"),
+        "conflicts": total("conflicts"),
+        "invalid": total("invalid"),
+        "skipped_outside_cohort": total("skipped_outside_cohort"),
+        "batches": total("batches"),
+        "retries": total("retries"),
+        "duration_s": dg.MetadataValue.float(round(sum(r.duration_s for r in results), 3)),
+        BY_PARTITION: dg.MetadataValue.json(
+            {
+                r.partition: {
+                    k: v for k, v in r.to_dict().items() if k not in ("partition", "started_at")
+                }
+                for r in results
+            }
+        ),
+    }

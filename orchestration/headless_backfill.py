@@ -1,0 +1,108 @@
+"""``parity backfill`` without the UI: the backfill job run in this process over the hours
+asked for (consecutive hours share a run, as the asset's backfill policy would group
+them), then each hour reconciled again, as ``reconcile_after_backfill`` does in a deployment."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from assets.backfill import BY_PARTITION, MAX_PARTITIONS_PER_RUN, MISSED_EVENTS_BACKFILL
+from orchestration.backfill_sensors import (
+    BACKFILL_MISSED_EVENTS_JOB,
+    consecutive_runs,
+    partition_run_tags,
+)
+from orchestration.headless import QUIET, PartitionOutcome, _maybe_instance, reconcile_partitions
+
+
+@dataclass
+class BackfillOutcome:
+    """What ``parity backfill`` did: per hour, the backfill's counts (``None`` when its run
+    failed before recording them), run errors, and the reconciliation after it."""
+
+    partitions: list[str]
+    results: dict[str, dict[str, Any] | None]
+    errors: list[str] = field(default_factory=list)
+    reconciled: list[PartitionOutcome] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.errors and all(r is not None for r in self.results.values())
+
+
+def _run_config(dry_run: bool, all_missing: bool, batch_size: int) -> dict[str, Any]:
+    config = {"dry_run": dry_run, "all_missing": all_missing, "batch_size": batch_size}
+    return {**QUIET, "ops": {MISSED_EVENTS_BACKFILL: {"config": config}}}
+
+
+def run_backfill_job(
+    job: dg.JobDefinition,
+    keys: list[str],
+    *,
+    instance: dg.DagsterInstance,
+    dry_run: bool = False,
+    all_missing: bool = False,
+    batch_size: int = 1000,
+) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+    """Run the backfill job over ``keys``; the per-hour results and the run errors."""
+    results: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
+    errors: list[str] = []
+    for chunk in consecutive_runs(keys, MAX_PARTITIONS_PER_RUN):
+        result = job.execute_in_process(
+            run_config=_run_config(dry_run, all_missing, batch_size),
+            instance=instance,
+            tags=partition_run_tags(chunk),
+            raise_on_error=False,
+        )
+        for event in result.get_asset_materialization_events():
+            materialization = event.step_materialization_data.materialization
+            by_partition = materialization.metadata.get(BY_PARTITION)
+            data = getattr(by_partition, "value", None) or {}
+            partition = materialization.partition
+            if partition is not None and partition in data:
+                results[partition] = data[partition]
+        if not result.success:
+            failures = [e for e in result.all_events if e.is_step_failure]
+            messages = [
+                e.step_failure_data.error.message.strip().splitlines()[-1]
+                for e in failures
+                if e.step_failure_data and e.step_failure_data.error
+            ]
+            errors.append(f"{chunk[0]}..{chunk[-1]}: {'; '.join(messages) or 'run failed'}")
+    return results, errors
+
+
+def backfill_partitions(
+    keys: list[str],
+    *,
+    dry_run: bool = False,
+    all_missing: bool = False,
+    batch_size: int = 1000,
+    environ: Mapping[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> BackfillOutcome:
+    """Backfill the hours, then (unless a dry run) reconcile each again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        from orchestration.definitions import build_definitions
+
+        job = build_definitions(environ).resolve_job_def(BACKFILL_MISSED_EVENTS_JOB)
+    with _maybe_instance(instance) as inst:
+        results, errors = run_backfill_job(
+            job,
+            keys,
+            instance=inst,
+            dry_run=dry_run,
+            all_missing=all_missing,
+            batch_size=batch_size,
+        )
+        outcome = BackfillOutcome(keys, results, errors)
+        if not dry_run:
+            outcome.reconciled = reconcile_partitions(keys, environ=environ, instance=inst)
+    return outcome
