@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
+import io
 import json
 import os
+import re
 import tempfile
 import zlib
 from collections import Counter
@@ -48,13 +51,19 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from parity import parallel
 from parity.classify import Classifier
 from parity.errors import InvalidEventError, LogReadError
 from parity.events import (
+    CANDIDATE,
+    CATEGORIES,
+    MAX_SAFE_INTEGER,
+    MAX_STREAM_LENGTH,
     TIMESTAMP_FORMAT,
     Event,
     checksum_matches,
     has_long_digit_run,
+    is_jcs_text,
     loads_exact,
     parse_event,
     parse_timestamp,
@@ -73,6 +82,12 @@ _BUFFER_BYTES = 256 << 10
 #: several times the Arrow bytes, so the lists are kept short.
 BATCH_ROWS = 8192
 _gzip_open = gzip.open  # ``write_events`` has a parameter named ``gzip``
+#: A plain file at least this large is read by all cores, each a range of whole lines.
+SPLIT_MIN_BYTES = 8 << 20
+#: The normalised timestamp (``2026-11-28T10:00:01.123000Z``), ASCII digits only: text of
+#: this shape that ``fromisoformat`` accepts is what ``parse_timestamp`` accepts, same instant.
+_NORMALISED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 # Quarantine reasons (the ``reason`` column).
 NOT_UTF8 = "not_utf8"
@@ -302,6 +317,15 @@ class _WindowReader:
     def read_file(self, hour_file: HourFile, *, own: bool) -> None:
         """Read one file. ``own``: its hour is in the window, so its bad lines are ours."""
         path, relpath = hour_file.path, hour_file.relpath
+        if not hour_file.compressed:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = 0
+            shares = parallel.workers(size // (SPLIT_MIN_BYTES // parallel.MIN_ITEMS_PER_SHARE))
+            if size >= SPLIT_MIN_BYTES and shares > 1:
+                self._read_shared(hour_file, own, size, shares)
+                return
         try:
             fh = (
                 cast(BinaryIO, gzip.open(path, "rb"))
@@ -309,10 +333,7 @@ class _WindowReader:
                 else open(path, "rb", buffering=_BUFFER_BYTES)
             )
         except OSError as exc:
-            raise LogReadError(
-                f"WebSocket log file {path}: cannot open ({exc.strerror or exc}); "
-                "check that it exists and is readable"
-            ) from None
+            raise _cannot_open(path, exc) from None
         lineno = 0
         with fh:
             try:
@@ -324,13 +345,66 @@ class _WindowReader:
                     self.bad_elsewhere += 1
                 lineno = stop.lineno - 1
             except OSError as exc:
-                raise LogReadError(
-                    f"WebSocket log file {path}: read failed ({exc.strerror or exc})"
-                ) from None
+                raise _read_failed(path, exc) from None
         self.lines_read += lineno
 
-    def _read_lines(self, fh: BinaryIO, relpath: str, own: bool, file_hour: dt.datetime) -> int:
-        """Returns the number of lines read. Raises _StreamStopped on a damaged gzip stream."""
+    def _read_shared(self, hour_file: HourFile, own: bool, size: int, shares: int) -> None:
+        """Read a plain file in ``shares`` ranges of whole lines, one per core
+        (:mod:`parity.parallel`), and merge the ranges' results in file order: the outcome is
+        that of reading the file from start to end."""
+        path = hour_file.path
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                bounds, first_lines = _line_ranges(fh, size, shares)
+        except OSError as exc:
+            raise _cannot_open(path, exc) from None
+
+        def share(i: int) -> _WindowReader:
+            part = _WindowReader(self.start, self.end, self.grace, self.classifier)
+            part._categories = self._categories
+            try:
+                with _open_range(path, bounds[i], bounds[i + 1]) as fh:
+                    last = part._read_lines(
+                        fh, hour_file.relpath, own, hour_file.hour, first_line=first_lines[i]
+                    )
+            except OSError as exc:
+                raise _read_failed(path, exc) from None
+            part.lines_read = last - first_lines[i]
+            part._flush()
+            part.classifier = None  # type: ignore[assignment]  # not sent back
+            return part
+
+        for part in parallel.run_shares(share, len(bounds) - 1):
+            self._merge(part)
+
+    def _merge(self, part: _WindowReader) -> None:
+        self._flush()
+        self.batches.extend(part.batches)
+        for name, values in part.q.items():
+            self.q[name].extend(values)
+        self.lines_read += part.lines_read
+        self.blank_lines += part.blank_lines
+        self.outside += part.outside
+        self.bad_elsewhere += part.bad_elsewhere
+        self.stray += part.stray
+
+    def _read_lines(
+        self,
+        fh: BinaryIO,
+        relpath: str,
+        own: bool,
+        file_hour: dt.datetime,
+        *,
+        first_line: int = 0,
+    ) -> int:
+        """Returns the number of the last line read (lines before ``fh`` starts: ``first_line``).
+        Raises _StreamStopped on a damaged gzip stream.
+
+        Most lines take the fast path: a line of the shape Parity's producer writes, whose
+        fields are plainly valid, skips ``parse_event`` (which it would pass with the same
+        values) and is verified with one orjson serialisation and one sha256 (see
+        ``parity.events``). Every other line takes the general path, unchanged.
+        """
         start, end = self.start, self.end
         cols = self.cols
         c_stream, c_seq, c_type = cols["stream"], cols["seq"], cols["event_type"]
@@ -341,7 +415,14 @@ class _WindowReader:
         c_file, c_line = cols["source_file"], cols["source_line"]
         classify, flush = self._classify, self._flush
         readline = fh.readline
-        lineno = 0
+        dumps, sha256, sort_keys = orjson.dumps, hashlib.sha256, orjson.OPT_SORT_KEYS
+        normalised, fromiso, hex64 = (
+            _NORMALISED.fullmatch,
+            dt.datetime.fromisoformat,
+            _HEX64.fullmatch,
+        )
+        as_json: dict[str, bytes] = {}  # stream and event_type values repeat: dump each once
+        lineno = first_line
         while True:
             lineno += 1
             try:
@@ -387,6 +468,90 @@ class _WindowReader:
                 else:
                     self.bad_elsewhere += 1
                 continue
+
+            if type(obj) is dict:
+                get = obj.get
+                # Any: the exact type tests below narrow them (mypy does not follow `type(x) is`).
+                stream: Any = get("stream")
+                seq: Any = get("seq")
+                event_type: Any = get("event_type")
+                emitted_text: Any = get("emitted_at")
+                payload: Any = get("payload")
+                stored: Any = get("checksum")
+                declared, logged_text = get("category"), get("logged_at")
+                emitted = logged = None
+                if (
+                    type(stream) is str
+                    and 0 < len(stream) <= MAX_STREAM_LENGTH
+                    and type(seq) is int
+                    and 1 <= seq <= MAX_SAFE_INTEGER
+                    and type(event_type) is str
+                    and event_type
+                    and type(emitted_text) is str
+                    and normalised(emitted_text)
+                    and type(payload) is dict
+                    and type(stored) is str
+                    and hex64(stored)
+                    and (declared is None or declared in CATEGORIES)
+                    and (not logged_text or (type(logged_text) is str and normalised(logged_text)))
+                ):
+                    try:
+                        emitted = fromiso(emitted_text)
+                        logged = fromiso(logged_text) if logged_text else None
+                    except ValueError:
+                        emitted = None
+                if emitted is not None:  # parse_event would accept the line: the fast path
+                    if not start <= emitted < end:
+                        self.outside += 1
+                        if own and self._unreachable(emitted, file_hour):
+                            self.stray += 1
+                        continue
+                    try:
+                        body = dumps(payload, option=sort_keys)
+                        payload_text = dumps(payload).decode()
+                    except orjson.JSONEncodeError:
+                        body = b""
+                        payload_text = json.dumps(
+                            payload, separators=(",", ":"), ensure_ascii=False
+                        )
+                    if body and is_jcs_text(body):
+                        stream_json = as_json.get(stream)
+                        if stream_json is None:
+                            stream_json = as_json[stream] = dumps(stream)
+                        type_json = as_json.get(event_type)
+                        if type_json is None:
+                            type_json = as_json[event_type] = dumps(event_type)
+                        text = CANDIDATE % (
+                            emitted_text.encode(),
+                            type_json,
+                            body,
+                            seq,
+                            stream_json,
+                        )
+                        valid = sha256(text).hexdigest() == stored
+                    else:
+                        valid = checksum_matches(
+                            stream, seq, event_type, emitted_text, payload, stored
+                        )
+                    category, unclassified = classify(event_type)
+                    if declared is not None:
+                        category, unclassified = declared, False
+                    c_stream.append(stream)
+                    c_seq.append(seq)
+                    c_type.append(event_type)
+                    c_cat.append(category)
+                    c_declared.append(declared)
+                    c_uncl.append(unclassified)
+                    c_emitted.append(emitted)
+                    c_logged.append(logged)
+                    c_payload.append(payload_text)
+                    c_checksum.append(stored)
+                    c_valid.append(valid)
+                    c_file.append(relpath)
+                    c_line.append(lineno)
+                    if len(c_line) >= BATCH_ROWS:
+                        flush()
+                    continue
 
             if not own:
                 # Most lines of a neighbouring file belong to its own hour: skip them on the
@@ -471,6 +636,81 @@ class _WindowReader:
     def _unreachable(self, emitted: dt.datetime, file_hour: dt.datetime) -> bool:
         partition = floor_hour(emitted)
         return not partition - HOUR <= file_hour < partition + HOUR + self.grace
+
+
+def _cannot_open(path: Path, exc: OSError) -> LogReadError:
+    return LogReadError(
+        f"WebSocket log file {path}: cannot open ({exc.strerror or exc}); "
+        "check that it exists and is readable"
+    )
+
+
+def _read_failed(path: Path, exc: OSError) -> LogReadError:
+    return LogReadError(f"WebSocket log file {path}: read failed ({exc.strerror or exc})")
+
+
+def _line_ranges(fh: BinaryIO, size: int, shares: int) -> tuple[list[int], list[int]]:
+    """Byte bounds splitting a file into about ``shares`` ranges that each start a line,
+    and the number of lines before each range."""
+    bounds = [0]
+    for i in range(1, shares):
+        at = max(size * i // shares, bounds[-1])
+        fh.seek(at)
+        while True:  # forward to the next line start (in bounded reads: lines may be long)
+            chunk = fh.read(_BUFFER_BYTES)
+            if not chunk:
+                at = size
+                break
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                at += newline + 1
+                break
+            at += len(chunk)
+        if at >= size:
+            break
+        bounds.append(at)
+    bounds.append(size)
+    first_lines = [0]
+    fh.seek(0)
+    position = lines = 0
+    for bound in bounds[1:-1]:
+        while position < bound:
+            chunk = fh.read(min(4 << 20, bound - position))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            position += len(chunk)
+        first_lines.append(lines)
+    return bounds, first_lines
+
+
+class _RangeRaw(io.RawIOBase):
+    """The bytes ``[start, end)`` of a file, read with ``pread``."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self._fd, self._pos, self._end = fd, start, end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._end - self._pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _open_range(path: Path, start: int, end: int) -> BinaryIO:
+    raw = _RangeRaw(os.open(path, os.O_RDONLY), start, end)
+    return cast(BinaryIO, io.BufferedReader(raw, _BUFFER_BYTES))
 
 
 class _StreamStopped(Exception):
