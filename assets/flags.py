@@ -6,7 +6,7 @@ import dagster as dg
 import orjson
 
 from orchestration.resources import ParityResource
-from parity.flags import ROLLOUT_STATE_FLAG, read_flags, store_history
+from parity.flags import ROLLOUT_STATE_FLAG, store_flags, store_history
 
 FEATURE_FLAGS = "feature_flags"
 
@@ -31,8 +31,7 @@ FEATURE_FLAGS = "feature_flags"
 def feature_flags(parity: ParityResource) -> dg.ObserveResult:
     store = parity.open_store()
     try:
-        with store.connection() as conn:  # type: ignore[attr-defined]
-            values = read_flags(conn, store.table.schema, include_reserved=True)
+        values = store_flags(store, include_reserved=True)
         recent = store_history(store)[-10:]
     finally:
         store.close()

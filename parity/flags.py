@@ -206,6 +206,18 @@ def timeline_from_rows(rows: list[AuditRow]) -> FlagTimeline:
     )
 
 
+def store_flags(store, *, include_reserved: bool = False) -> dict[str, Any]:
+    """The values in force through whichever transport the store uses."""
+    if hasattr(store, "connection"):
+        with store.connection() as conn:
+            return read_flags(conn, store.table.schema, include_reserved=include_reserved)
+    values: dict[str, Any] = dict(FLAG_DEFAULTS)
+    for name, value in store.flag_rows().items():
+        if name in FLAG_DEFAULTS or (include_reserved and name in RESERVED_FLAGS):
+            values[name] = _decode(value)
+    return values
+
+
 def store_history(store, flag: str | None = None) -> list[AuditRow]:
     """The audit history through whichever transport the store uses."""
     if hasattr(store, "connection"):
