@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
     """Commands owned by other modules register here."""
     from parity.cli_backfill import add_backfill_command
+    from parity.cli_demo import add_demo_command
     from parity.cli_flags import add_flag_commands, add_rollout_commands
     from parity.cli_record import add_record_command
 
@@ -157,6 +158,7 @@ def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
     add_rollout_commands(sub)
     add_record_command(sub)
     add_backfill_command(sub)
+    add_demo_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
