@@ -99,6 +99,8 @@ def build_reconciliation_assets(
         kinds={"supabase", "postgres", "parquet"},
         io_manager_key="snapshot_io_manager",
         backfill_policy=ONE_HOUR_PER_RUN,
+        # deploy/dagster.yaml limits concurrent Supabase reads through this pool.
+        pool="supabase_reads",
         check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
         description=(
             "Every row of the Supabase events table whose emitted_at falls in the hour, "

@@ -1,0 +1,471 @@
+"""What each measured subprocess of :mod:`benchmarks.run` does. Each prints one JSON line.
+
+    python -m benchmarks.children MODE DATASET_DIR HOME
+
+``DATASET_DIR`` holds ``meta.json`` and ``ws-log/``; ``HOME`` is the run's PARITY_HOME. The
+database URL comes from ``PARITY_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_T0 = time.perf_counter()
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def _reset_peak() -> bool:
+    """Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class Phases:
+    """Wall seconds of consecutive named phases."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        began = time.perf_counter()
+        out = fn()
+        self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - began, 3)
+        return out
+
+
+def _window(meta: dict) -> tuple[Any, Any]:
+    from parity.partitions import window
+
+    return window(meta["partition"])
+
+
+# -- (1) the I/O floor --------------------------------------------------------------------------
+
+
+def io_floor(root: Path, meta: dict, home: Path) -> dict:
+    """Read the log files' bytes, and COPY the hour's rows out of PostgreSQL, both discarded."""
+    import psycopg
+    from psycopg import sql
+
+    start, end = _window(meta)
+    began = time.perf_counter()
+    log_bytes = 0
+    for path in sorted((root / "ws-log").rglob("*.jsonl")):
+        with open(path, "rb", buffering=0) as fh:
+            while chunk := fh.read(8 << 20):
+                log_bytes += len(chunk)
+    log_s = time.perf_counter() - began
+    began = time.perf_counter()
+    query = sql.SQL(
+        "COPY (SELECT stream, seq, event_type, category, emitted_at, received_at,"
+        " payload::text, checksum FROM {} WHERE emitted_at >= {} AND emitted_at < {})"
+        " TO STDOUT (FORMAT binary)"
+    ).format(
+        sql.Identifier(meta["schema"], "monitoring_events"), sql.Literal(start), sql.Literal(end)
+    )
+    copy_bytes = 0
+    with psycopg.connect(os.environ["PARITY_DATABASE_URL"]) as conn, conn.cursor() as cur:
+        with cur.copy(query) as copy:
+            for block in copy:
+                copy_bytes += len(block)
+    copy_s = time.perf_counter() - began
+    return {
+        "log_read_s": round(log_s, 3),
+        "log_bytes": log_bytes,
+        "copy_out_s": round(copy_s, 3),
+        "copy_bytes": copy_bytes,
+    }
+
+
+# -- (2) Parity end to end, plain function calls ---------------------------------------------
+
+
+def parity_plain(root: Path, meta: dict, home: Path) -> dict:
+    """What ``parity reconcile`` does for the hour, as plain calls, phase by phase: read the
+    log, snapshot Supabase (checksums recomputed), store both snapshots as Parquet (what the
+    IO manager does), every asset check through Great Expectations, reconcile, the report.
+    ``dagster`` is imported (the checks build ``AssetCheckResult`` objects) but no run,
+    instance, step or IO manager is involved."""
+    p = Phases()
+    imports = p("imports", _parity_imports)
+    (evaluate_checks, specs, reconcile, report, read_window, with_derived_columns,
+     write_parquet_atomic, load_rules, load_timeline, PostgresStore, Settings, TableName,
+     pq) = imports  # fmt: skip
+    env = {
+        "PARITY_HOME": str(home),
+        "PARITY_WS_LOG_DIR": str(root / "ws-log"),
+        "PARITY_DATABASE_URL": os.environ["PARITY_DATABASE_URL"],
+        "PARITY_EVENTS_TABLE": f"{meta['schema']}.monitoring_events",
+    }
+    settings = Settings.from_env(env)
+    partition = meta["partition"]
+    start, end = _window(meta)
+    classifier = load_rules(None)
+    quarantine = settings.quarantine_dir / f"{partition}.parquet"
+    snapshots = settings.snapshots_dir
+
+    def parquet(asset: str, table: Any) -> None:
+        path = snapshots / asset / f"{partition}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd")  # as the IO manager writes them
+
+    def checks(asset: str, data: Any) -> list:
+        names = {c.name for c in specs.checks_for(asset)}
+        return list(
+            evaluate_checks(asset, data, names, partition, reports_dir=settings.reports_dir)
+        )
+
+    import datetime as dt
+
+    read = p("log_read_and_checksums", lambda: read_window(
+        settings.ws_log_dir, start, end, classifier=classifier, grace=dt.timedelta(hours=1),
+        quarantine_path=quarantine))  # fmt: skip
+    ws = read.events
+    p("parquet_ws", lambda: parquet(specs.WS_LOG_SNAPSHOT, ws))
+    results = p("checks_ws", lambda: checks(specs.WS_LOG_SNAPSHOT, ws))
+    store = PostgresStore(settings.database_url, TableName.parse(env["PARITY_EVENTS_TABLE"]))
+    rows = p("supabase_snapshot", lambda: store.snapshot(start, end))
+    sb = p("supabase_checksums_and_classes", lambda: with_derived_columns(rows, classifier))
+    p("parquet_supabase", lambda: parquet(specs.SUPABASE_EVENTS_SNAPSHOT, sb))
+    results += p("checks_supabase", lambda: checks(specs.SUPABASE_EVENTS_SNAPSHOT, sb))
+    timeline = p("flag_timeline", lambda: load_timeline(store))
+    result = p("reconcile", lambda: reconcile(
+        ws, sb, timeline=timeline, window_start=start, window_end=end, partition=partition,
+        quarantined_lines=pq.read_metadata(quarantine).num_rows, sample_limit=50))  # fmt: skip
+    doc = p("report", lambda: result.to_report())
+    p("report_write", lambda: report.write_report(settings.reports_dir, doc))
+    results += p("checks_reconciliation", lambda: checks(specs.EVENT_RECONCILIATION, doc))
+    total = time.perf_counter() - _T0
+    out = {
+        "in_process_s": round(total, 3),
+        "phases_s": p.times,
+        "checks_failed": sorted(r.check_name for r in results if not r.passed),
+        "checks_evaluated": len(results),
+        "report": _counts(doc),
+    }
+    return out
+
+
+def _parity_imports() -> tuple:
+    import pyarrow.parquet as pq
+
+    from checks import specs
+    from checks.evaluate import evaluate_checks
+    from parity import report
+    from parity.classify import load_rules
+    from parity.config import Settings, TableName
+    from parity.flags import load_timeline
+    from parity.reconcile import reconcile
+    from parity.store import with_derived_columns
+    from parity.store_pg import PostgresStore
+    from parity.wslog import read_window, write_parquet_atomic
+
+    return (evaluate_checks, specs, reconcile, report, read_window, with_derived_columns,
+            write_parquet_atomic, load_rules, load_timeline, PostgresStore, Settings, TableName,
+            pq)  # fmt: skip
+
+
+REPORT_COUNTS = (
+    "ws_events", "supabase_events", "expected_in_supabase", "matched", "missing_in_supabase",
+    "unexpected_in_supabase", "duplicates_ws", "duplicates_supabase", "checksum_mismatches",
+    "invalid_checksums_ws", "invalid_checksums_supabase", "out_of_order_supabase",
+    "quarantined_lines",
+)  # fmt: skip
+
+
+def _counts(doc: dict) -> dict:
+    out = {k: doc[k] for k in REPORT_COUNTS}
+    out["sequence_gaps_ws"] = len(doc["sequence_gaps_ws"])
+    return out
+
+
+# -- (3) the peer pipeline -------------------------------------------------------------------
+
+
+def peer(root: Path, meta: dict, home: Path) -> dict:
+    """The same comparison with the tools people reach for: pandas.read_json(lines=True),
+    pandas.read_sql, datacompy on (stream, seq), per-stream gaps in pandas, then checksum
+    verification with rfc8785 row by row (timed as its own phase)."""
+    p = Phases()
+    pd, datacompy, sqlalchemy, psycopg, orjson, rfc8785 = p("imports", _peer_imports)
+    import io
+
+    start, end = _window(meta)
+    url = os.environ["PARITY_DATABASE_URL"]
+    table = f'"{meta["schema"]}".monitoring_events'
+
+    def read_log() -> tuple[Any, int]:
+        # read_json fails the whole file on one torn line: keep the lines that parse.
+        good, bad = [], 0
+        for path in sorted((root / "ws-log").rglob("*.jsonl")):
+            with open(path, "rb") as fh:
+                for line in fh:
+                    try:
+                        orjson.loads(line)
+                        good.append(line)
+                    except orjson.JSONDecodeError:
+                        bad += 1
+        # precise_float: the default float parser is off by an ulp now and then, which
+        # would turn valid checksums invalid.
+        frame = pd.read_json(io.BytesIO(b"".join(good)), lines=True, convert_dates=False,
+                             dtype=False, precise_float=True)  # fmt: skip
+        return frame, bad
+
+    ws, unreadable = p("log_read_json", read_log)
+
+    def clean_log() -> Any:
+        nonlocal unreadable
+        unreadable += int(ws[["checksum", "payload"]].isna().any(axis=1).sum())  # missing fields
+        frame = ws.dropna(
+            subset=["stream", "seq", "event_type", "emitted_at", "checksum", "payload"]
+        )
+        frame = frame.assign(
+            seq=frame["seq"].astype("int64"),
+            emitted_text=frame["emitted_at"],
+            emitted_at=pd.to_datetime(frame["emitted_at"], utc=True, format="ISO8601"),
+        )
+        return frame[(frame["emitted_at"] >= start) & (frame["emitted_at"] < end)]
+
+    ws = p("log_clean_and_window", clean_log)
+    engine = sqlalchemy.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url))
+    rows_sql = sqlalchemy.text(
+        "SELECT stream, seq, event_type, category, emitted_at, received_at,"  # noqa: S608
+        f" payload::text AS payload, checksum FROM {table}"
+        " WHERE emitted_at >= :s AND emitted_at < :e"
+    )
+    sb = p(
+        "supabase_read_sql", lambda: pd.read_sql(rows_sql, engine, params={"s": start, "e": end})
+    )
+    audit_sql = sqlalchemy.text(
+        "SELECT flag, new_value::text AS value, changed_at"  # noqa: S608
+        f' FROM "{meta["schema"]}".feature_flag_audit ORDER BY changed_at'
+    )
+    audit = pd.read_sql(audit_sql, engine)
+
+    def cohort() -> Any:
+        from parity.classify import load_rules
+
+        classifier = load_rules(None)
+        types = ws["event_type"].unique()
+        category = ws["event_type"].map({t: classifier.classify(t) for t in types})
+        frame = ws.assign(category=category).sort_values("emitted_at")
+        for flag, col, default in (
+            ("MONITORING_CRITICAL_EVENTS_SUPABASE", "critical_on", "false"),
+            ("MONITORING_SUPABASE_ROLLOUT_PERCENTAGE", "rollout", "0"),
+        ):
+            changes = audit[audit["flag"] == flag][["changed_at", "value"]].rename(
+                columns={"value": col}
+            )
+            frame = pd.merge_asof(frame, changes, left_on="emitted_at", right_on="changed_at")
+            frame[col] = frame[col].fillna(default)
+            frame = frame.drop(columns="changed_at")
+        buckets = {s: int(hashlib.sha256(s.encode()).hexdigest()[:8], 16) % 100
+                   for s in frame["stream"].unique()}  # fmt: skip
+        bucket = frame["stream"].map(buckets)
+        frame["expected"] = (
+            (frame["critical_on"] == "true") & (frame["category"] == "CRITICAL")
+        ) | (bucket < frame["rollout"].astype(int))
+        return frame
+
+    ws = p("cohort", cohort)
+    columns = ["stream", "seq", "event_type", "emitted_at", "checksum"]
+    cmp = p(
+        "datacompy_compare",
+        lambda: datacompy.PandasCompare(
+            ws[[*columns, "expected"]],
+            sb[[*columns, "received_at"]],
+            join_columns=["stream", "seq"],
+        ),
+    )
+
+    def classify() -> dict:
+        ws_only, sb_only, both = cmp.df1_unq_rows, cmp.df2_unq_rows, cmp.intersect_rows
+        ws_keys = ws.set_index(["stream", "seq"]).index
+        sb_keys = sb.set_index(["stream", "seq"]).index
+        lost = ws_only[ws_only["expected"]].drop_duplicates(["stream", "seq"])
+        missing = lost[~lost.set_index(["stream", "seq"]).index.isin(sb_keys)]
+        extra = sb_only.drop_duplicates(["stream", "seq"])
+        unexpected = extra[~extra.set_index(["stream", "seq"]).index.isin(ws_keys)]
+        keys = both[both["expected"]] if "expected" in both else both
+        matched = keys[keys["checksum_match"]].drop_duplicates(["stream", "seq"])
+        lat = sb.merge(matched[["stream", "seq"]], on=["stream", "seq"])
+        latency_ms = (lat["received_at"] - lat["emitted_at"]).dt.total_seconds() * 1000
+        uniq = ws.drop_duplicates(["stream", "seq"]).sort_values(["stream", "seq"])
+        step = uniq.groupby("stream")["seq"].diff()
+        order = sb.sort_values(["stream", "received_at"])
+        back = order.groupby("stream")["seq"].diff() < 0
+        return {
+            "ws_events": len(ws),
+            "supabase_events": len(sb),
+            "expected_in_supabase": int(ws.drop_duplicates(["stream", "seq"])["expected"].sum()),
+            "matched": len(matched),
+            "missing_in_supabase": len(missing),
+            "unexpected_in_supabase": len(unexpected),
+            "duplicates_ws": int(ws.duplicated(["stream", "seq"]).sum()),
+            "duplicates_supabase": int(sb.duplicated(["stream", "seq"]).sum()),
+            "checksum_mismatches": int((~both["checksum_match"]).sum()),
+            "out_of_order_supabase": int(back.sum()),
+            "sequence_gaps_ws": int((step > 1).sum()),
+            "quarantined_lines": unreadable,
+            "latency_p95_ms": float(latency_ms.quantile(0.95)) if len(latency_ms) else None,
+        }
+
+    summary = p("classify_gaps_latency", classify)
+
+    def verify() -> dict:
+        def ok(stream, seq, event_type, emitted, payload, stored) -> bool:  # noqa: ANN001
+            covered = {"stream": stream, "seq": seq, "event_type": event_type,
+                       "emitted_at": emitted, "payload": payload}  # fmt: skip
+            try:
+                return hashlib.sha256(rfc8785.dumps(covered)).hexdigest() == stored
+            except Exception:  # noqa: BLE001 - unrepresentable values are invalid, not fatal
+                return False
+
+        ws_ok = [ok(*r) for r in zip(ws["stream"], ws["seq"], ws["event_type"], ws["emitted_text"],
+                                      ws["payload"], ws["checksum"], strict=True)]  # fmt: skip
+        emitted = sb["emitted_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        payloads = [json.loads(t) for t in sb["payload"]]
+        sb_ok = [ok(*r) for r in zip(sb["stream"], sb["seq"], sb["event_type"], emitted,
+                                      payloads, sb["checksum"], strict=True)]  # fmt: skip
+        return {
+            "invalid_checksums_ws": ws_ok.count(False),
+            "invalid_checksums_supabase": sb_ok.count(False),
+        }
+
+    summary.update(p("checksums_rfc8785", verify))
+    total = time.perf_counter() - _T0
+    return {
+        "in_process_s": round(total, 3),
+        "phases_s": p.times,
+        "without_checksums_s": round(total - p.times["checksums_rfc8785"], 3),
+        "report": summary,
+    }
+
+
+def _peer_imports() -> tuple:
+    import datacompy
+    import orjson
+    import pandas as pd
+    import psycopg
+    import rfc8785
+    import sqlalchemy
+
+    return pd, datacompy, sqlalchemy, psycopg, orjson, rfc8785
+
+
+# -- (4) the comparison alone, on the same in-memory frames ---------------------------------
+
+
+def _snapshots(home: Path, meta: dict) -> tuple[Any, Any]:
+    import pyarrow.parquet as pq
+
+    from checks import specs
+
+    base = home / "snapshots"
+    name = f"{meta['partition']}.parquet"
+    return (pq.read_table(base / specs.WS_LOG_SNAPSHOT / name),
+            pq.read_table(base / specs.SUPABASE_EVENTS_SNAPSHOT / name))  # fmt: skip
+
+
+def _component(home: Path, meta: dict, approach: str) -> dict:
+    import pyarrow as pa
+
+    ws, sb = _snapshots(home, meta)
+    if approach == "reconcile":
+        from benchmarks.dataset import timeline
+        from parity.reconcile import reconcile
+
+        start, end = _window(meta)
+        line = timeline()
+
+        def run() -> Any:
+            return reconcile(ws, sb, timeline=line, window_start=start, window_end=end,
+                             partition=meta["partition"], sample_limit=50).to_report()  # fmt: skip
+
+        repeat = 3
+    else:
+        import pandas as pd
+
+        wsf, sbf = ws.to_pandas(), sb.to_pandas()
+        del ws, sb
+        if approach == "pandas_merge":
+
+            def run() -> Any:
+                return pd.merge(wsf, sbf, on=["stream", "seq"], how="outer", indicator=True)
+
+            repeat = 3
+        else:
+            import datacompy
+
+            def run() -> Any:
+                return datacompy.PandasCompare(wsf, sbf, join_columns=["stream", "seq"])
+
+            repeat = 1
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    resettable = _reset_peak()
+    before = _status_kb("VmRSS")
+    walls = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        result = run()
+        walls.append(time.perf_counter() - began)
+        del result
+        gc.collect()
+    peak = _status_kb("VmHWM")
+    return {
+        "wall_s": round(min(walls), 3),
+        "wall_s_runs": [round(w, 3) for w in walls],
+        "rss_before_mb": round(before / 1024, 1),
+        "rss_growth_mb": round((peak - before) / 1024, 1) if resettable else None,
+    }
+
+
+def checksums_ws(root: Path, meta: dict, home: Path) -> dict:
+    """Profile, not part of any run: ``verify_checksums`` over the stored log snapshot, i.e.
+    what the checksum share of the log read costs (the reader verifies line by line)."""
+    from parity.events import verify_checksums
+
+    ws, _ = _snapshots(home, meta)
+    began = time.perf_counter()
+    valid = verify_checksums(ws)
+    return {"wall_s": round(time.perf_counter() - began, 3), "rows": len(valid)}
+
+
+MODES: dict[str, Callable[[Path, dict, Path], dict]] = {
+    "io_floor": io_floor,
+    "parity_plain": parity_plain,
+    "peer": peer,
+    "checksums_ws": checksums_ws,
+    "reconcile": lambda r, m, h: _component(h, m, "reconcile"),
+    "pandas_merge": lambda r, m, h: _component(h, m, "pandas_merge"),
+    "datacompy": lambda r, m, h: _component(h, m, "datacompy"),
+}
+
+
+def main(argv: list[str]) -> None:
+    mode, root, home = argv[0], Path(argv[1]), Path(argv[2])
+    meta = json.loads((root / "meta.json").read_text())
+    out = MODES[mode](root, meta, home)
+    print(json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
