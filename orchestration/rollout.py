@@ -2,6 +2,7 @@
 ``parity.rollout``), jobs act (with ``parity.rollback``)."""
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -319,6 +320,12 @@ def health_verdict(parity: ParityResource, now: dt.datetime, config: triggers.Tr
     return triggers.evaluate(samples, now, config), state, flags
 
 
+def rollout_episode(state: rollout.RolloutState, values: dict[str, Any]) -> str:
+    """A short fingerprint of the rollout state and flags in force."""
+    text = json.dumps({"state": state.to_json(), "flags": values}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build_health_sensor(config: triggers.TriggerConfig) -> dg.SensorDefinition:
     @dg.sensor(
         name=ROLLBACK_ON_HEALTH_TRIGGERS,
@@ -331,14 +338,18 @@ def build_health_sensor(config: triggers.TriggerConfig) -> dg.SensorDefinition:
     )
     def rollback_on_health_triggers(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
-        verdict, state, _ = health_verdict(parity, now, config)
+        verdict, state, values = health_verdict(parity, now, config)
         if not verdict.breached:
             return dg.SkipReason(verdict.summary())
         if state.rollback_in_force:
             return dg.SkipReason(f"breach ({verdict.summary()}), rollback already in force")
         names = sorted(r.name for r in verdict.breaches)
         return dg.RunRequest(
-            run_key=f"health-{'-'.join(names)}-{now:%Y%m%dT%H%M}",
+            # One rollback per breached rollout episode: the key changes with the state and
+            # flags being rolled back (a resume or a hand-set flag starts a new episode), not
+            # with the clock, so ticks while the rollback run starts do not repeat it and a
+            # new breach after a resume is never mistaken for the old one.
+            run_key=f"health-{'-'.join(names)}-{rollout_episode(state, values)}",
             run_config=dg.RunConfig(
                 ops={
                     "apply_rollback": RollbackConfig(

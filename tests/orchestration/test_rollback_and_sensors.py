@@ -332,6 +332,27 @@ def test_health_sensor_rolls_back_on_a_sustained_breach_only(world_env: World, m
         skipped = evaluate(sensor, instance, resources=res)
         assert not skipped.run_requests and "already in force" in skipped.skip_message
 
+        # A person resumes; the breach goes on (or comes back) within the same minute: that
+        # is a new episode, so a new rollback, not a duplicate of the first one's run key.
+        with world_env.store().connection() as conn:
+            state = rollback.read_state(conn, world_env.table.schema)
+            values = flags.read_flags(conn, world_env.table.schema)
+            resumed = rollout.resume(state, values, rollout.RolloutConfig(), now)
+            rollback.apply_transition(
+                conn,
+                world_env.table.schema,
+                expected_state=state,
+                expected_flags={k: values[k] for k in flags.FLAG_DEFAULTS},
+                flag_changes=dict(resumed.flag_changes),
+                next_state=resumed.state,
+                actor="t",
+                reason="fixed",
+                evidence={},
+                now=now,
+            )
+        [again] = evaluate(sensor, instance, resources=res).run_requests
+        assert again.run_key != request.run_key
+
 
 # -- canary_promotion -----------------------------------------------------------------
 
@@ -364,8 +385,9 @@ def test_canary_holds_while_paused_and_promotes_when_green(world_env: World):
         held = evaluate(sensor, instance, resources=res)
         assert not held.run_requests and "paused" in held.skip_message  # new rollouts wait
 
-        # A person resumed the rollout at stage 0 (critical first) four hours ago.
-        start = now - dt.timedelta(hours=4)
+        # A person resumed the rollout at stage 0 (critical first) five hours ago: at any
+        # minute of the hour, at least 3 whole hours since are past the reconcile lag.
+        start = now - dt.timedelta(hours=5)
         state = rollout.RolloutState(
             step=0, step_started_at=start, paused=False, paused_reason=None
         )
@@ -382,7 +404,7 @@ def test_canary_holds_while_paused_and_promotes_when_green(world_env: World):
         assert not still.run_requests  # healthy, but no reconciled hours yet
 
         first = rollout_floor(start)
-        write_clean_reports(world_env, [first + dt.timedelta(hours=i) for i in range(4)])
+        write_clean_reports(world_env, [first + dt.timedelta(hours=i) for i in range(6)])
         green = evaluate(sensor, instance, resources=res)
         assert green.run_requests, green.skip_message
         [request] = green.run_requests
