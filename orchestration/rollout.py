@@ -271,25 +271,37 @@ def build_check_failure_sensor(check_keys: Iterable[dg.AssetCheckKey]) -> dg.Sen
         ids = [f["execution_id"] for f in failures]
         checks = sorted({f["check"] for f in failures})
         parts = sorted({f["partition"] for f in failures if f["partition"]})
-        return dg.RunRequest(
+        return rollback_request(
             run_key=f"check-failure-{'-'.join(str(i) for i in ids)}",
-            run_config=dg.RunConfig(
-                ops={
-                    "apply_rollback": RollbackConfig(
-                        reason=f"asset check failed: {', '.join(checks)}"
-                        + (f" ({', '.join(parts)})" if parts else ""),
-                        actor=f"parity:{ROLLBACK_ON_CHECK_FAILURE}",
-                        evidence_json=json.dumps(
-                            {"trigger": "asset_check", "failures": failures}, default=str
-                        ),
-                        partitions=parts,
-                    )
-                }
-            ),
-            tags={"parity/trigger": "asset_check"},
+            reason=f"asset check failed: {', '.join(checks)}"
+            + (f" ({', '.join(parts)})" if parts else ""),
+            sensor=ROLLBACK_ON_CHECK_FAILURE,
+            evidence={"trigger": "asset_check", "failures": failures},
+            partitions=parts,
         )
 
     return rollback_on_check_failure
+
+
+def rollback_request(
+    *, run_key: str, reason: str, sensor: str, evidence: dict[str, Any], partitions: list[str]
+) -> dg.RunRequest:
+    """A run of ``rollback_job`` on behalf of ``sensor``, with the evidence for the audit."""
+    kind = "asset_check" if sensor == ROLLBACK_ON_CHECK_FAILURE else "health"
+    return dg.RunRequest(
+        run_key=run_key,
+        run_config=dg.RunConfig(
+            ops={
+                "apply_rollback": RollbackConfig(
+                    reason=reason,
+                    actor=f"parity:{sensor}",
+                    evidence_json=json.dumps(evidence, default=str),
+                    partitions=partitions,
+                )
+            }
+        ),
+        tags={"parity/trigger": kind},
+    )
 
 
 def _run_partition(context: dg.SensorEvaluationContext, record) -> str | None:  # noqa: ANN001
@@ -344,25 +356,16 @@ def build_health_sensor(config: triggers.TriggerConfig) -> dg.SensorDefinition:
         if state.rollback_in_force:
             return dg.SkipReason(f"breach ({verdict.summary()}), rollback already in force")
         names = sorted(r.name for r in verdict.breaches)
-        return dg.RunRequest(
+        return rollback_request(
             # One rollback per breached rollout episode: the key changes with the state and
             # flags being rolled back (a resume or a hand-set flag starts a new episode), not
             # with the clock, so ticks while the rollback run starts do not repeat it and a
             # new breach after a resume is never mistaken for the old one.
             run_key=f"health-{'-'.join(names)}-{rollout_episode(state, values)}",
-            run_config=dg.RunConfig(
-                ops={
-                    "apply_rollback": RollbackConfig(
-                        reason=f"health trigger breached: {', '.join(names)}",
-                        actor=f"parity:{ROLLBACK_ON_HEALTH_TRIGGERS}",
-                        evidence_json=json.dumps(
-                            {"trigger": "health", **verdict.evidence()}, default=str
-                        ),
-                        partitions=[partitions.format_key(now)],
-                    )
-                }
-            ),
-            tags={"parity/trigger": "health"},
+            reason=f"health trigger breached: {', '.join(names)}",
+            sensor=ROLLBACK_ON_HEALTH_TRIGGERS,
+            evidence={"trigger": "health", **verdict.evidence()},
+            partitions=[partitions.format_key(now)],
         )
 
     return rollback_on_health_triggers

@@ -25,7 +25,6 @@ from orchestration.jobs import RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_ON_CHECK_FAILURE, CheckCursor
 from parity import report as reports
 from parity.config import TableName
-from parity.flags import set_flags
 from tests.orchestration.conftest import World, stream_events
 
 pytestmark = pytest.mark.integration
@@ -88,15 +87,7 @@ def hours(pg_url: str, pg_table: TableName, tmp_path: Path) -> World:
         world.log([*health, *errors])
         rows += [e for e in [*health, *errors] if not (key == FAULTY and e.key == ("health", 30))]
     world.insert(rows)
-    with world.store().connection() as conn:
-        set_flags(
-            conn,
-            world.table.schema,
-            {"MONITORING_CRITICAL_EVENTS_SUPABASE": True},
-            actor="test",
-            reason="critical events first",
-            now=FIRST_HOUR - dt.timedelta(days=1),
-        )
+    world.critical_first(FIRST_HOUR - dt.timedelta(days=1))
     return world
 
 

@@ -79,6 +79,20 @@ class World:
         )
         return self.store().insert_events(table)
 
+    def critical_first(self, since: dt.datetime) -> None:
+        """The canary's first stage in force since ``since``: CRITICAL events to Supabase."""
+        from parity.flags import set_flags
+
+        with self.store().connection() as conn:
+            set_flags(
+                conn,
+                self.table.schema,
+                {"MONITORING_CRITICAL_EVENTS_SUPABASE": True},
+                actor="test",
+                reason="critical events first",
+                now=since,
+            )
+
     def duplicate_row(self, stream: str, seq: int) -> None:
         """Copy a stored row, as a retry does on a table without the unique key (which
         this drops first; reconciliation must work on such tables, DESIGN 4)."""

@@ -66,15 +66,7 @@ def three_leaky_hours(world: World) -> None:
         )
         world.log(health)
         world.insert(health[:7])
-    with world.store().connection() as conn:
-        set_flags(
-            conn,
-            world.table.schema,
-            {"MONITORING_CRITICAL_EVENTS_SUPABASE": True},
-            actor="test",
-            reason="critical events first",
-            now=DAY - dt.timedelta(days=1),
-        )
+    world.critical_first(DAY - dt.timedelta(days=1))
 
 
 def backfill_range(defs: dg.Definitions, instance: dg.DagsterInstance, **config):

@@ -14,22 +14,13 @@ from orchestration.definitions import build_definitions
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from parity import report as reports
 from parity.events import make_event
-from parity.flags import set_flags
 from tests.orchestration.conftest import HOUR, PARTITION, World, corrupted, stream_events
 
 pytestmark = pytest.mark.integration
 
 
 def critical_on_since_yesterday(world: World) -> None:
-    with world.store().connection() as conn:
-        set_flags(
-            conn,
-            world.table.schema,
-            {"MONITORING_CRITICAL_EVENTS_SUPABASE": True},
-            actor="test",
-            reason="critical events first",
-            now=HOUR - dt.timedelta(days=1),
-        )
+    world.critical_first(HOUR - dt.timedelta(days=1))
 
 
 def faulty_hour(world: World) -> None:
