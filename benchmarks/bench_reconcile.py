@@ -3,7 +3,7 @@
     python benchmarks/bench_reconcile.py [--events 1000000] [--seed 0]
 
 Each approach runs in a fresh process that generates the same seeded hour
-(``gen.generate``), builds its inputs (Arrow tables for Parity; pandas frames, converted
+(``benchmarks.gen.generate``), builds its inputs (Arrow tables for Parity; pandas frames, converted
 from those tables, for the others; conversion is not timed), resets the kernel's peak-RSS
 counter and then times only the comparison:
 
@@ -31,6 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Run as a script (the parent and its --child processes): the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import reset_peak, status_kb  # noqa: E402
+
 APPROACHES = {"parity": 5, "parity_parts": 3, "pandas_merge": 3, "datacompy": 1}
 SHOWN = ("ws_events", "supabase_events", "expected_in_supabase", "matched",
          "missing_in_supabase", "unexpected_in_supabase", "checksum_mismatches",
@@ -41,24 +46,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return -1
-
-
-def _reset_peak() -> bool:
-    """Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _job(approach: str, n: int, seed: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
-    from gen import generate
+    from benchmarks.gen import generate
 
     hour = generate(n, seed=seed)
     if approach.startswith("parity"):
@@ -93,8 +82,8 @@ def child(approach: str, n: int, seed: int, repeat: int) -> dict[str, Any]:
     run, summarise = _job(approach, n, seed)
     gc.collect()
     pa.default_memory_pool().release_unused()  # the generator's scratch, not the data
-    resettable = _reset_peak()
-    rss_before = _status_kb("VmRSS")
+    resettable = reset_peak()
+    rss_before = status_kb("VmRSS")
     walls, cpus, summary, after_s = [], [], None, None
     for _ in range(repeat):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -106,7 +95,7 @@ def child(approach: str, n: int, seed: int, repeat: int) -> dict[str, Any]:
         after_s = time.perf_counter() - start
         del result
         gc.collect()
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return {
         "approach": approach,
         "wall_s": round(min(walls), 3),
@@ -164,5 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

@@ -18,23 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import reset_peak, status_kb
+
 _T0 = time.perf_counter()
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return -1
-
-
-def _reset_peak() -> bool:
-    """Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 class Phases:
@@ -420,8 +406,8 @@ def _component(home: Path, meta: dict, approach: str) -> dict:
             repeat = 1
     gc.collect()
     pa.default_memory_pool().release_unused()
-    resettable = _reset_peak()
-    before = _status_kb("VmRSS")
+    resettable = reset_peak()
+    before = status_kb("VmRSS")
     walls = []
     for _ in range(repeat):
         began = time.perf_counter()
@@ -429,7 +415,7 @@ def _component(home: Path, meta: dict, approach: str) -> dict:
         walls.append(time.perf_counter() - began)
         del result
         gc.collect()
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return {
         "wall_s": round(min(walls), 3),
         "wall_s_runs": [round(w, 3) for w in walls],

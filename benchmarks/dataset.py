@@ -48,6 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import rfc8785
 
+from benchmarks.common import NAMED_STREAMS, TYPES
+
 #: Bump when the data generated for a given (size, seed) changes: cached datasets are rebuilt.
 GENERATOR_VERSION = 1
 HOUR = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
@@ -55,20 +57,7 @@ PARTITION = "2026-11-28-10:00"
 _US_PER_HOUR = 3_600_000_000
 _HOUR_US = (HOUR - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 CHUNK_ROWS = 50_000
-TYPES = (  # event_type, category by the default rules, share
-    ("system.health", "CRITICAL", 0.15),
-    ("error.raised", "CRITICAL", 0.08),
-    ("perf.alert", "CRITICAL", 0.04),
-    ("connection.status", "CRITICAL", 0.03),
-    ("debug.log", "INFORMATIONAL", 0.25),
-    ("metrics.verbose", "INFORMATIONAL", 0.2),
-    ("session.started", "INFORMATIONAL", 0.1),
-    ("user.action", "INFORMATIONAL", 0.1),
-    ("deprecated.x", "LEGACY", 0.049),
-    ("custom.unmapped", "INFORMATIONAL", 0.001),  # no rule matches: unclassified
-)
-NAMED_STREAMS = ("health", "errors", "perf", "connection", "metrics", "debug")
-GHOST_STREAMS = 5
+GHOST_STREAMS = 5  # streams only Supabase has (unexpected rows)
 _HOSTS = [f"web-{i:02d}" for i in range(24)]
 _REGIONS = ["eu-west-1", "us-east-1", "ap-south-1", "sa-east-1"]
 _USERS = ["Zoë", "José", "Łukasz", "Ана", "山田", "Ngozi", "François ✓", "Søren", "Ayşe", "anon"]

@@ -6,7 +6,7 @@ Checksums are random 64-hex strings, not the JCS checksum of the row: reconcilia
 compares stored checksums and reads ``checksum_valid``; it never recomputes them
 (``parity.events.verify_checksums`` has its own benchmark).
 
-    from gen import generate
+    from benchmarks.gen import generate
     hour = generate(1_000_000, seed=7)
     reconcile(hour.ws, hour.sb, timeline=hour.timeline, **hour.window)
 """
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from benchmarks.common import NAMED_STREAMS, TYPES
 from parity.routing import (
     CRITICAL_EVENTS_SUPABASE,
     SUPABASE_ROLLOUT_PERCENTAGE,
@@ -32,19 +33,6 @@ from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 
 HOUR = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
 _US_PER_HOUR = 3_600_000_000
-_TYPES = (  # event_type, category, share
-    ("system.health", "CRITICAL", 0.15),
-    ("error.raised", "CRITICAL", 0.08),
-    ("perf.alert", "CRITICAL", 0.04),
-    ("connection.status", "CRITICAL", 0.03),
-    ("debug.log", "INFORMATIONAL", 0.25),
-    ("metrics.verbose", "INFORMATIONAL", 0.2),
-    ("session.started", "INFORMATIONAL", 0.1),
-    ("user.action", "INFORMATIONAL", 0.1),
-    ("deprecated.x", "LEGACY", 0.049),
-    ("custom.unmapped", "INFORMATIONAL", 0.001),  # no rule matches: unclassified
-)
-_NAMED_STREAMS = ("health", "errors", "perf", "connection", "metrics", "debug")
 
 
 @dataclass(frozen=True)
@@ -92,8 +80,8 @@ def generate(
     get each kind of discrepancy. The cohort: CRITICAL on, rollout 50% until half past,
     then 100%."""
     rng = np.random.default_rng(seed)
-    names = list(_NAMED_STREAMS[:streams]) + [
-        f"session-{rng.integers(0, 2**32):08x}" for _ in range(streams - len(_NAMED_STREAMS))
+    names = list(NAMED_STREAMS[:streams]) + [
+        f"session-{rng.integers(0, 2**32):08x}" for _ in range(streams - len(NAMED_STREAMS))
     ]
     weights = rng.uniform(0.2, 1.0, streams)
     code = rng.choice(streams, n_events, p=weights / weights.sum())
@@ -104,17 +92,17 @@ def generate(
     seq = np.empty(n_events, np.int64)
     seq[by_stream] = np.arange(n_events) - first[code[by_stream]]
     seq += rng.integers(1, 10**6, streams)[code]  # streams continue from earlier hours
-    shares = np.array([t[2] for t in _TYPES])
-    kind = rng.choice(len(_TYPES), n_events, p=shares / shares.sum())
+    shares = np.array([t[2] for t in TYPES])
+    kind = rng.choice(len(TYPES), n_events, p=shares / shares.sum())
     stream = pa.array(names).take(pa.array(code))
     emitted_at = pa.array(emitted, pa.timestamp("us", tz="UTC"))
     base = {
         "stream": stream,
         "seq": pa.array(seq),
-        "event_type": pa.array([t[0] for t in _TYPES]).take(pa.array(kind)),
-        "category": pa.array([t[1] for t in _TYPES]).take(pa.array(kind)),
+        "event_type": pa.array([t[0] for t in TYPES]).take(pa.array(kind)),
+        "category": pa.array([t[1] for t in TYPES]).take(pa.array(kind)),
         "declared_category": pa.nulls(n_events, pa.string()),
-        "unclassified": pa.array(kind == len(_TYPES) - 1),
+        "unclassified": pa.array(kind == len(TYPES) - 1),
         "emitted_at": emitted_at,
         "payload": _payloads(rng, n_events, stream),
         "checksum": _hex_checksums(rng, n_events),
