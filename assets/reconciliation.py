@@ -8,7 +8,6 @@ import datetime as dt
 import time
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from checks.evaluate import evaluate_checks
@@ -17,8 +16,12 @@ from orchestration.resources import ParityResource
 from parity import partitions, report
 from parity.backfill import backfilled_keys
 from parity.flags import load_timeline
-from parity.reconcile import reconcile
+from parity.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
+from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
 from parity.store import with_derived_columns
+from parity.store_pg import SORT_KEYS as STORE_SORT_KEYS
+from parity.wslog import SORT_KEYS as LOG_SORT_KEYS
 from parity.wslog import read_window
 
 GROUP = "reconciliation"
@@ -30,8 +33,26 @@ ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 SAMPLE_LIMIT = 50
 
 
-def _streams(table: pa.Table) -> int:
-    return len(pc.unique(table.column("stream"))) if table.num_rows else 0
+def _summary(snap: SnapshotFile) -> dict:
+    """Counts for the asset's metadata, read part by part (a few columns, no payloads)."""
+    rows = streams = invalid = parts = 0
+    unclassified: set[str] = set()
+    for part in snap.parts(["stream", "event_type", "unclassified", "checksum_valid"]):
+        parts += 1
+        rows += part.num_rows
+        streams += len(pc.unique(part.column("stream")))  # parts hold disjoint streams
+        invalid += part.num_rows - (pc.sum(part.column("checksum_valid")).as_py() or 0)
+        flagged = pc.filter(
+            part.column("event_type"), pc.fill_null(part.column("unclassified"), False)
+        )
+        unclassified.update(pc.unique(flagged).to_pylist())
+    return {
+        "rows": rows,
+        "streams": streams,
+        "parts": parts,
+        "invalid_checksums": invalid,
+        "unclassified": sorted(unclassified),
+    }
 
 
 def build_reconciliation_assets(
@@ -58,39 +79,38 @@ def build_reconciliation_assets(
     )
     def ws_log_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
         settings = parity.settings()
-        start, end = partitions.window(context.partition_key)
-        quarantine = settings.quarantine_dir / f"{context.partition_key}.parquet"
+        partition = context.partition_key
+        start, end = partitions.window(partition)
+        quarantine = settings.quarantine_dir / f"{partition}.parquet"
         began = time.perf_counter()
-        read = read_window(
-            settings.ws_log_dir,
-            start,
-            end,
-            classifier=parity.classifier(),
-            grace=dt.timedelta(hours=parity.log_grace_hours),
-            quarantine_path=quarantine,
-        )
-        events = read.events
-        unclassified = (
-            pc.unique(
-                pc.filter(events.column("event_type"), events.column("unclassified"))
-            ).to_pylist()
-            if events.num_rows
-            else []
-        )
+        with staged(settings.snapshots_dir, WS_LOG_SNAPSHOT, partition) as path:
+            with SnapshotWriter(WS_SNAPSHOT_SCHEMA, LOG_SORT_KEYS, spill_dir=path.parent) as sink:
+                read = read_window(
+                    settings.ws_log_dir,
+                    start,
+                    end,
+                    classifier=parity.classifier(),
+                    grace=dt.timedelta(hours=parity.log_grace_hours),
+                    quarantine_path=quarantine,
+                    sink=sink,
+                )
+                snap = sink.finish(path)
+            summary = _summary(snap)
+            # Checked before the output is handed over: the IO manager moves the file.
+            results = list(_checks(context, parity, WS_LOG_SNAPSHOT, snap))
         metadata = {
-            "events": events.num_rows,
-            "streams": _streams(events),
+            "events": summary["rows"],
+            "streams": summary["streams"],
+            "parts": summary["parts"],
             "quarantined_lines": read.quarantined.num_rows,
             "quarantine_file": dg.MetadataValue.path(str(quarantine)),
-            "invalid_checksums": events.num_rows - pc.sum(events.column("checksum_valid")).as_py()
-            if events.num_rows
-            else 0,
-            "unclassified_event_types": dg.MetadataValue.json(sorted(unclassified)),
+            "invalid_checksums": summary["invalid_checksums"],
+            "unclassified_event_types": dg.MetadataValue.json(summary["unclassified"]),
             "files_read": len(read.files_read),
             "duration_s": round(time.perf_counter() - began, 3),
         }
-        yield dg.Output(events, metadata=metadata)
-        yield from _checks(context, parity, WS_LOG_SNAPSHOT, events)
+        yield dg.Output(snap, metadata=metadata)
+        yield from results
 
     @dg.asset(
         name=SUPABASE_EVENTS_SNAPSHOT,
@@ -108,24 +128,34 @@ def build_reconciliation_assets(
         ),
     )
     def supabase_events_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
-        start, end = partitions.window(context.partition_key)
+        settings = parity.settings()
+        partition = context.partition_key
+        start, end = partitions.window(partition)
         began = time.perf_counter()
+        classifier = parity.classifier()
         store = parity.open_store()
         try:
-            rows = store.snapshot(start, end)
+            with staged(settings.snapshots_dir, SUPABASE_EVENTS_SNAPSHOT, partition) as path:
+                with SnapshotWriter(
+                    SUPABASE_SNAPSHOT_SCHEMA, STORE_SORT_KEYS, spill_dir=path.parent
+                ) as sink:
+                    for rows in store.snapshot_batches(start, end):
+                        sink.write(with_derived_columns(rows, classifier))
+                    snap = sink.finish(path)
+                summary = _summary(snap)
+                results = list(_checks(context, parity, SUPABASE_EVENTS_SNAPSHOT, snap))
         finally:
             store.close()
-        table = with_derived_columns(rows, parity.classifier())
         metadata = {
-            "rows": table.num_rows,
-            "streams": _streams(table),
+            "rows": summary["rows"],
+            "streams": summary["streams"],
+            "parts": summary["parts"],
             "transport": store.transport,
             "table": str(store.table),
-            "bytes_in_memory": table.nbytes,
             "duration_s": round(time.perf_counter() - began, 3),
         }
-        yield dg.Output(table, metadata=metadata)
-        yield from _checks(context, parity, SUPABASE_EVENTS_SNAPSHOT, table)
+        yield dg.Output(snap, metadata=metadata)
+        yield from results
 
     @dg.asset(
         name=EVENT_RECONCILIATION,
@@ -144,8 +174,8 @@ def build_reconciliation_assets(
     def event_reconciliation(
         context: dg.AssetExecutionContext,
         parity: ParityResource,
-        ws_log_snapshot: pa.Table,
-        supabase_events_snapshot: pa.Table,
+        ws_log_snapshot: SnapshotFile,
+        supabase_events_snapshot: SnapshotFile,
     ):
         settings = parity.settings()
         start, end = partitions.window(context.partition_key)
@@ -155,9 +185,9 @@ def build_reconciliation_assets(
         finally:
             store.close()
         quarantined = _quarantined_lines(settings.quarantine_dir, context.partition_key)
-        result = reconcile(
-            ws_log_snapshot,
-            supabase_events_snapshot,
+        # One pair of parts (the same streams on both sides) in memory at a time.
+        result = reconcile_in_parts(
+            aligned_parts(ws_log_snapshot, supabase_events_snapshot, LOG_COLUMNS, SUPABASE_COLUMNS),
             timeline=timeline,
             window_start=start,
             window_end=end,

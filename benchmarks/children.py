@@ -85,15 +85,31 @@ def io_floor(root: Path, meta: dict, home: Path) -> dict:
 
 def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     """What ``parity reconcile`` does for the hour, as plain calls, phase by phase: read the
-    log, snapshot Supabase (checksums recomputed), store both snapshots as Parquet (what the
-    IO manager does), every asset check through Great Expectations, reconcile, the report.
-    ``dagster`` is imported (the checks build ``AssetCheckResult`` objects) but no run,
-    instance, step or IO manager is involved."""
+    log into a parted snapshot, the same for Supabase (checksums recomputed, batch by
+    batch), every asset check through Great Expectations part by part, reconcile part by
+    part, the report. ``dagster`` is imported (the checks build ``AssetCheckResult``
+    objects) but no run, instance, step or IO manager is involved."""
     p = Phases()
-    imports = p("imports", _parity_imports)
-    (evaluate_checks, specs, reconcile, report, read_window, with_derived_columns,
-     write_parquet_atomic, load_rules, load_timeline, PostgresStore, Settings, TableName,
-     pq) = imports  # fmt: skip
+    p("imports", _parity_imports)
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from checks import specs
+    from checks.evaluate import evaluate_checks
+    from parity import report
+    from parity.classify import load_rules
+    from parity.config import Settings, TableName
+    from parity.flags import load_timeline
+    from parity.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
+    from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+    from parity.snapshot import SnapshotWriter, aligned_parts
+    from parity.store import with_derived_columns
+    from parity.store_pg import SORT_KEYS as STORE_SORT_KEYS
+    from parity.store_pg import PostgresStore
+    from parity.wslog import SORT_KEYS as LOG_SORT_KEYS
+    from parity.wslog import read_window
+
     env = {
         "PARITY_HOME": str(home),
         "PARITY_WS_LOG_DIR": str(root / "ws-log"),
@@ -107,10 +123,10 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     quarantine = settings.quarantine_dir / f"{partition}.parquet"
     snapshots = settings.snapshots_dir
 
-    def parquet(asset: str, table: Any) -> None:
-        path = snapshots / asset / f"{partition}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd")  # as the IO manager writes them
+    def path(asset: str) -> Path:
+        out = snapshots / asset / f"{partition}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
 
     def checks(asset: str, data: Any) -> list:
         names = {c.name for c in specs.checks_for(asset)}
@@ -118,22 +134,34 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
             evaluate_checks(asset, data, names, partition, reports_dir=settings.reports_dir)
         )
 
-    import datetime as dt
+    def log_snapshot() -> Any:
+        with SnapshotWriter(
+            WS_SNAPSHOT_SCHEMA, LOG_SORT_KEYS, spill_dir=snapshots / ".staging"
+        ) as sink:
+            read_window(
+                settings.ws_log_dir, start, end, classifier=classifier,
+                grace=dt.timedelta(hours=1), quarantine_path=quarantine, sink=sink,
+            )  # fmt: skip
+            return sink.finish(path(specs.WS_LOG_SNAPSHOT))
 
-    read = p("log_read_and_checksums", lambda: read_window(
-        settings.ws_log_dir, start, end, classifier=classifier, grace=dt.timedelta(hours=1),
-        quarantine_path=quarantine))  # fmt: skip
-    ws = read.events
-    p("parquet_ws", lambda: parquet(specs.WS_LOG_SNAPSHOT, ws))
-    results = p("checks_ws", lambda: checks(specs.WS_LOG_SNAPSHOT, ws))
     store = PostgresStore(settings.database_url, TableName.parse(env["PARITY_EVENTS_TABLE"]))
-    rows = p("supabase_snapshot", lambda: store.snapshot(start, end))
-    sb = p("supabase_checksums_and_classes", lambda: with_derived_columns(rows, classifier))
-    p("parquet_supabase", lambda: parquet(specs.SUPABASE_EVENTS_SNAPSHOT, sb))
+
+    def supabase_snapshot() -> Any:
+        with SnapshotWriter(
+            SUPABASE_SNAPSHOT_SCHEMA, STORE_SORT_KEYS, spill_dir=snapshots / ".staging"
+        ) as sink:
+            for rows in store.snapshot_batches(start, end):
+                sink.write(with_derived_columns(rows, classifier))
+            return sink.finish(path(specs.SUPABASE_EVENTS_SNAPSHOT))
+
+    ws = p("log_snapshot", log_snapshot)
+    results = p("checks_ws", lambda: checks(specs.WS_LOG_SNAPSHOT, ws))
+    sb = p("supabase_snapshot", supabase_snapshot)
     results += p("checks_supabase", lambda: checks(specs.SUPABASE_EVENTS_SNAPSHOT, sb))
     timeline = p("flag_timeline", lambda: load_timeline(store))
-    result = p("reconcile", lambda: reconcile(
-        ws, sb, timeline=timeline, window_start=start, window_end=end, partition=partition,
+    result = p("reconcile", lambda: reconcile_in_parts(
+        aligned_parts(ws, sb, LOG_COLUMNS, SUPABASE_COLUMNS), timeline=timeline,
+        window_start=start, window_end=end, partition=partition,
         quarantined_lines=pq.read_metadata(quarantine).num_rows, sample_limit=50))  # fmt: skip
     doc = p("report", lambda: result.to_report())
     p("report_write", lambda: report.write_report(settings.reports_dir, doc))
@@ -149,23 +177,13 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     return out
 
 
-def _parity_imports() -> tuple:
-    import pyarrow.parquet as pq
+def _parity_imports() -> None:
+    import pyarrow.parquet  # noqa: F401
 
-    from checks import specs
-    from checks.evaluate import evaluate_checks
-    from parity import report
-    from parity.classify import load_rules
-    from parity.config import Settings, TableName
-    from parity.flags import load_timeline
-    from parity.reconcile import reconcile
-    from parity.store import with_derived_columns
-    from parity.store_pg import PostgresStore
-    from parity.wslog import read_window, write_parquet_atomic
-
-    return (evaluate_checks, specs, reconcile, report, read_window, with_derived_columns,
-            write_parquet_atomic, load_rules, load_timeline, PostgresStore, Settings, TableName,
-            pq)  # fmt: skip
+    import checks.evaluate  # noqa: F401
+    import parity.reconcile  # noqa: F401
+    import parity.store_pg  # noqa: F401
+    import parity.wslog  # noqa: F401
 
 
 REPORT_COUNTS = (

@@ -12,7 +12,7 @@ ERROR, anything else WARN). GE's validation results for the partition are kept a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +38,20 @@ def evaluate_checks(
 ) -> Iterator[dg.AssetCheckResult]:
     """Yield a result for each check of ``asset`` named in ``selected``.
 
-    ``data``: the snapshot table for the snapshot assets, the report dict for
-    ``event_reconciliation``. ``reports_dir``: where GE's results are written (nothing is
-    written when None). ``criteria``: thresholds, from the environment when None.
+    ``data``: for the snapshot assets, the snapshot as a table or as anything with
+    ``parts(columns)`` (:class:`checks.suites.SnapshotParts`), read once, part by part;
+    for ``event_reconciliation``, the report dict. ``reports_dir``: where GE's results are
+    written (nothing is written when None). ``criteria``: thresholds, from the environment
+    when None.
     """
     checks = [c for c in specs.checks_for(asset) if c.name in selected]
     if not checks:
         return
     criteria = criteria or SuccessCriteria.from_env()
-    subject: Any = suites.SnapshotKeys(data) if isinstance(data, pa.Table) else data
     path = ge_results_path(reports_dir, partition_key, asset) if reports_dir else None
     documents: dict[str, Any] = {}
     results = []
-    for check in checks:
-        prepared = suites.BUILDERS[check.name](subject, criteria)
+    for check, prepared in zip(checks, _prepare(asset, checks, data, criteria), strict=True):
         outcome = adapter.validate(f"{asset}.{check.name}", prepared.frame, prepared.expectations)
         documents[check.name] = outcome.document
         results.append(_result(check, prepared, outcome, partition_key, path))
@@ -67,6 +67,22 @@ def evaluate_checks(
             },
         )
     yield from results
+
+
+def _prepare(
+    asset: str, checks: list[specs.CheckDef], data: object, criteria: SuccessCriteria
+) -> list[suites.Prepared]:
+    names = [check.name for check in checks]
+    if all(name in suites.SNAPSHOT_CHECKS for name in names):
+        if not isinstance(data, pa.Table | suites.SnapshotParts):
+            raise TypeError(
+                f"{asset}: expected the snapshot as a pyarrow Table or an object with "
+                f".parts(columns), got {type(data).__name__}"
+            )
+        return suites.prepare_snapshot(names, data)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{asset}: expected the report as a mapping, got {type(data).__name__}")
+    return [suites.BUILDERS[name](data, criteria) for name in names]
 
 
 def _result(

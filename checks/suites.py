@@ -7,6 +7,13 @@ columnar (pyarrow + numpy: encode streams, sort by (stream, seq) once, diff) and
 validates only what that yields: one row per gap, per duplicated key, per invalid row, or a
 one-row summary of the report. Empty frames are the clean case.
 
+A snapshot can hold more events than fit in memory, so it is read part by part (see
+:class:`SnapshotParts`: every part holds whole streams) and only in the columns the
+selected checks need. Each check derives its facts from one part at a time, which is exact
+because gaps, a stream's non-CRITICAL span and duplicate keys are per stream and invalid
+checksums per row; GE then validates once, on the facts of all parts combined, so the
+result does not depend on how the snapshot was split.
+
 Supabase continuity has no cohort information here (the snapshot is all this asset has),
 so it relies on DESIGN 5: streams move into the rollout cohort whole, hence a stream in
 the cohort is gapless in Supabase. A non-CRITICAL row proves its stream was in the cohort
@@ -20,10 +27,10 @@ reconciliation, which knows the cohort.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -74,8 +81,26 @@ class Prepared:
     note: str | None = None
 
 
+@runtime_checkable
+class SnapshotParts(Protocol):
+    """A snapshot read one part at a time: each part holds whole streams (no stream is in
+    two parts), its rows in any order; only ``columns`` are read."""
+
+    def parts(self, columns: list[str] | None = None) -> Iterator[pa.Table]: ...
+
+
+class WholeTable:
+    """A snapshot already in memory, as its one part."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def parts(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        yield self.table if columns is None else self.table.select(columns)
+
+
 class SnapshotKeys:
-    """The snapshot's (stream, seq) keys sorted once, shared by the checks of one asset."""
+    """One part's (stream, seq) keys sorted once, shared by the checks of one asset."""
 
     def __init__(self, table: pa.Table):
         self.table = table
@@ -124,28 +149,82 @@ class SnapshotKeys:
         return values if order is None else values[order]
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What a snapshot check derives from one part, or from all parts combined: the
+    offending rows (one per gap, invalid row or duplicated key; small, however big the
+    snapshot) and counts that add up across parts."""
+
+    frame: pa.Table
+    rows: int = 0
+    streams: int = 0  # distinct; parts hold whole streams, so the sum over parts is exact
+
+
+@dataclass(frozen=True)
+class SnapshotCheck:
+    """A snapshot check in two steps, so that a snapshot is judged one part at a time:
+    ``facts`` of one part (exact per part, since every check here is per stream or per
+    row), then ``prepare`` from the facts of all parts combined. ``columns``: the snapshot
+    columns ``facts`` reads; ``schema``: that of its frame."""
+
+    columns: tuple[str, ...]
+    schema: pa.Schema
+    facts: Callable[[SnapshotKeys], Facts]
+    prepare: Callable[[Facts], Prepared]
+
+    def combine(self, facts: Sequence[Facts]) -> Facts:
+        frames = [f.frame for f in facts if f.frame.num_rows]
+        combined = pa.concat_tables(frames).combine_chunks() if frames else None
+        return Facts(
+            frame=self.schema.empty_table() if combined is None else combined,
+            rows=sum(f.rows for f in facts),
+            streams=sum(f.streams for f in facts),
+        )
+
+
+def prepare_snapshot(names: Sequence[str], snapshot: pa.Table | SnapshotParts) -> list[Prepared]:
+    """The Prepared of each named snapshot check, reading the snapshot once, part by part.
+
+    Only the columns the checks need are read. Memory is one part (with its sort order)
+    plus the facts kept so far, which grow with the faults found, not with the events.
+    """
+    parts = WholeTable(snapshot) if isinstance(snapshot, pa.Table) else snapshot
+    checks = [SNAPSHOT_CHECKS[name] for name in names]
+    columns = list(dict.fromkeys(column for check in checks for column in check.columns))
+    facts: list[list[Facts]] = [[] for _ in checks]
+    for part in parts.parts(columns):
+        keys = SnapshotKeys(part)
+        for check, found in zip(checks, facts, strict=True):
+            found.append(check.facts(keys))
+        del part, keys  # before the next part is read, not after
+    return [check.prepare(check.combine(found)) for check, found in zip(checks, facts, strict=True)]
+
+
 # --- snapshot checks ---------------------------------------------------------------------
 
 
-def sequence_gaps(keys: SnapshotKeys, level: str, *, non_critical_span: bool) -> Prepared:
+def gap_facts(keys: SnapshotKeys, *, non_critical_span: bool) -> Facts:
     """One row per run of missing seqs strictly inside a stream's judged span."""
     code, seq = keys.code, keys.seq
     at = np.flatnonzero((code[1:] == code[:-1]) & (np.diff(seq) > 1))
     if non_critical_span and at.size:
         at = at[_inside_non_critical_span(keys, at)]
     first, last = seq[at] + 1, seq[at + 1] - 1
-    gaps = _sorted_by(
-        pa.table(
-            {
-                "stream": keys.streams.take(pa.array(code[at])),
-                "first_missing": first,
-                "last_missing": last,
-                "missing_events": last - first + 1,
-            },
-            schema=_GAPS_SCHEMA,
-        ),
-        ["stream", "first_missing"],
+    gaps = pa.table(
+        {
+            "stream": keys.streams.take(pa.array(code[at])),
+            "first_missing": first,
+            "last_missing": last,
+            "missing_events": last - first + 1,
+        },
+        schema=_GAPS_SCHEMA,
     )
+    return Facts(gaps, rows=keys.table.num_rows, streams=len(keys.streams))
+
+
+def sequence_gaps(facts: Facts, level: str) -> Prepared:
+    """Fails on any gap; the sample is the first gaps by stream and seq."""
+    gaps = _sorted_by(facts.frame, ["stream", "first_missing"])
     missing = int(pc.sum(gaps.column("missing_events")).as_py() or 0)
     return Prepared(
         frame=gaps.select(["missing_events"]),
@@ -163,7 +242,7 @@ def sequence_gaps(keys: SnapshotKeys, level: str, *, non_critical_span: bool) ->
         details={
             "gaps": gaps.num_rows,
             "streams_with_gaps": len(pc.unique(gaps.column("stream"))),
-            "streams": len(keys.streams),
+            "streams": facts.streams,
         },
     )
 
@@ -184,56 +263,64 @@ def _inside_non_critical_span(keys: SnapshotKeys, at: np.ndarray) -> np.ndarray:
     return (first[stream_of_gap] <= at) & (last[stream_of_gap] >= at + 1)
 
 
-def invalid_checksums(table: pa.Table, level: str) -> Prepared:
-    """One row per event whose stored checksum does not recompute."""
+def invalid_key_facts(keys: SnapshotKeys) -> Facts:
+    """The (stream, seq) of each row whose stored checksum does not recompute."""
+    table = keys.table
     invalid = pc.invert(pc.fill_null(table.column("checksum_valid"), False))
-    count = int(pc.sum(invalid).as_py() or 0)
-    if count:
-        frame = _sorted_by(table.filter(invalid).select(["stream", "seq"]), ["stream", "seq"])
-    else:
-        frame = _KEYS_SCHEMA.empty_table()
+    keys_of_invalid = table.filter(invalid).select(["stream", "seq"])
+    return Facts(keys_of_invalid.cast(_KEYS_SCHEMA), rows=table.num_rows)
+
+
+def invalid_checksums(facts: Facts, level: str) -> Prepared:
+    """Fails on any row whose checksum does not recompute."""
+    frame = _sorted_by(facts.frame, ["stream", "seq"])
     return Prepared(
         frame=frame.select(["seq"]),
         expectations=(ExpectationSpec("ExpectTableRowCountToEqual", {"value": 0}, level),),
-        observed=count,
+        observed=frame.num_rows,
         threshold=0,
         sample=_key_sample(frame),
-        details={"rows": table.num_rows},
+        details={"rows": facts.rows},
     )
 
 
-def duplicate_keys(keys: SnapshotKeys, level: str, *, retries_level: str | None) -> Prepared:
-    """One row per (stream, seq) with more than one row, flagged ``conflicting`` when its
-    copies carry different checksums. ``retries_level`` None: identical copies pass."""
+def duplicate_facts(keys: SnapshotKeys) -> Facts:
+    """One row per (stream, seq) with more than one row: its copies and their distinct
+    checksums."""
     code, seq = keys.code, keys.seq
     same = np.flatnonzero((code[1:] == code[:-1]) & (seq[1:] == seq[:-1]))
-    if same.size:
-        positions = np.unique(np.concatenate([same, same + 1]))
-        copies = pa.table(
-            {
-                "stream": keys.streams.take(pa.array(code[positions])),
-                "seq": seq[positions],
-                "checksum": keys.table.column("checksum").take(pa.array(keys.rows(positions))),
-            }
-        )
-        grouped = copies.group_by(["stream", "seq"]).aggregate(
-            [("checksum", "count", pc.CountOptions(mode="all")), ("checksum", "count_distinct")]
-        )
-        count = grouped.column("checksum_count")
-        distinct = grouped.column("checksum_count_distinct")
-        frame = pa.table(
-            {
-                "stream": grouped.column("stream"),
-                "seq": grouped.column("seq"),
-                "copies": pc.cast(count, pa.int64()),
-                "distinct_checksums": pc.cast(distinct, pa.int64()),
-                "conflicting": pc.greater(distinct, 1),
-            },
-            schema=_DUPLICATES_SCHEMA,
-        )
-        frame = _sorted_by(frame, ["stream", "seq"])
-    else:
-        frame = _DUPLICATES_SCHEMA.empty_table()
+    if not same.size:
+        return Facts(_DUPLICATES_SCHEMA.empty_table(), rows=keys.table.num_rows)
+    positions = np.unique(np.concatenate([same, same + 1]))
+    copies = pa.table(
+        {
+            "stream": keys.streams.take(pa.array(code[positions])),
+            "seq": seq[positions],
+            "checksum": keys.table.column("checksum").take(pa.array(keys.rows(positions))),
+        }
+    )
+    grouped = copies.group_by(["stream", "seq"]).aggregate(
+        [("checksum", "count", pc.CountOptions(mode="all")), ("checksum", "count_distinct")]
+    )
+    count = grouped.column("checksum_count")
+    distinct = grouped.column("checksum_count_distinct")
+    frame = pa.table(
+        {
+            "stream": grouped.column("stream"),
+            "seq": grouped.column("seq"),
+            "copies": pc.cast(count, pa.int64()),
+            "distinct_checksums": pc.cast(distinct, pa.int64()),
+            "conflicting": pc.greater(distinct, 1),
+        },
+        schema=_DUPLICATES_SCHEMA,
+    )
+    return Facts(frame, rows=keys.table.num_rows)
+
+
+def duplicate_keys(facts: Facts, level: str, *, retries_level: str | None) -> Prepared:
+    """Fails on a key whose copies carry different checksums (``conflicting``) and, unless
+    ``retries_level`` is None, with that level on identical retry copies too."""
+    frame = _sorted_by(facts.frame, ["stream", "seq"])
     conflicting = frame.filter(frame.column("conflicting"))
     surplus = int(pc.sum(frame.column("copies")).as_py() or 0) - frame.num_rows
     conflicting_copies = (
@@ -392,34 +479,58 @@ def quarantine_share(report: Mapping[str, Any], criteria: SuccessCriteria, level
 
 # --- the registry --------------------------------------------------------------------------
 
-Builder = Callable[[Any, SuccessCriteria], Prepared]
+Builder = Callable[[Mapping[str, Any], SuccessCriteria], Prepared]
 
 
 def _level(name: str) -> str:
     return GE_SEVERITY[specs.CHECKS_BY_NAME[name].severity]
 
 
-#: Check name -> builder of its Prepared from the asset's data (SnapshotKeys for snapshots,
-#: the report dict for the reconciliation).
+def _continuity(name: str, *, non_critical_span: bool) -> SnapshotCheck:
+    return SnapshotCheck(
+        columns=("stream", "seq", "category") if non_critical_span else ("stream", "seq"),
+        schema=_GAPS_SCHEMA,
+        facts=lambda keys: gap_facts(keys, non_critical_span=non_critical_span),
+        prepare=lambda facts: sequence_gaps(facts, _level(name)),
+    )
+
+
+def _checksums(name: str) -> SnapshotCheck:
+    return SnapshotCheck(
+        columns=("stream", "seq", "checksum_valid"),
+        schema=_KEYS_SCHEMA,
+        facts=invalid_key_facts,
+        prepare=lambda facts: invalid_checksums(facts, _level(name)),
+    )
+
+
+def _uniqueness(name: str, *, retries_level: str | None) -> SnapshotCheck:
+    return SnapshotCheck(
+        columns=("stream", "seq", "checksum"),
+        schema=_DUPLICATES_SCHEMA,
+        facts=duplicate_facts,
+        prepare=lambda facts: duplicate_keys(facts, _level(name), retries_level=retries_level),
+    )
+
+
+#: Check name -> the check of a snapshot asset, in its two steps (see prepare_snapshot).
+SNAPSHOT_CHECKS: dict[str, SnapshotCheck] = {
+    specs.WS_SEQUENCE_IS_CONTINUOUS: _continuity(
+        specs.WS_SEQUENCE_IS_CONTINUOUS, non_critical_span=False
+    ),
+    specs.WS_CHECKSUMS_ARE_VALID: _checksums(specs.WS_CHECKSUMS_ARE_VALID),
+    specs.WS_KEYS_ARE_UNIQUE: _uniqueness(specs.WS_KEYS_ARE_UNIQUE, retries_level=None),
+    specs.SUPABASE_SEQUENCE_IS_CONTINUOUS: _continuity(
+        specs.SUPABASE_SEQUENCE_IS_CONTINUOUS, non_critical_span=True
+    ),
+    specs.SUPABASE_CHECKSUMS_ARE_VALID: _checksums(specs.SUPABASE_CHECKSUMS_ARE_VALID),
+    specs.SUPABASE_KEYS_ARE_UNIQUE: _uniqueness(
+        specs.SUPABASE_KEYS_ARE_UNIQUE, retries_level=GE_SEVERITY[specs.WARN]
+    ),
+}
+
+#: Check name -> builder of its Prepared from the reconciliation's report dict.
 BUILDERS: dict[str, Builder] = {
-    specs.WS_SEQUENCE_IS_CONTINUOUS: lambda k, c: sequence_gaps(
-        k, _level(specs.WS_SEQUENCE_IS_CONTINUOUS), non_critical_span=False
-    ),
-    specs.WS_CHECKSUMS_ARE_VALID: lambda k, c: invalid_checksums(
-        k.table, _level(specs.WS_CHECKSUMS_ARE_VALID)
-    ),
-    specs.WS_KEYS_ARE_UNIQUE: lambda k, c: duplicate_keys(
-        k, _level(specs.WS_KEYS_ARE_UNIQUE), retries_level=None
-    ),
-    specs.SUPABASE_SEQUENCE_IS_CONTINUOUS: lambda k, c: sequence_gaps(
-        k, _level(specs.SUPABASE_SEQUENCE_IS_CONTINUOUS), non_critical_span=True
-    ),
-    specs.SUPABASE_CHECKSUMS_ARE_VALID: lambda k, c: invalid_checksums(
-        k.table, _level(specs.SUPABASE_CHECKSUMS_ARE_VALID)
-    ),
-    specs.SUPABASE_KEYS_ARE_UNIQUE: lambda k, c: duplicate_keys(
-        k, _level(specs.SUPABASE_KEYS_ARE_UNIQUE), retries_level=GE_SEVERITY[specs.WARN]
-    ),
     specs.DELIVERY_RATE_MEETS_SLO: lambda r, c: delivery_rate(
         r, c, _level(specs.DELIVERY_RATE_MEETS_SLO)
     ),

@@ -58,7 +58,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -522,6 +522,9 @@ class FaultyStore:
 
     def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
         return self.inner.snapshot(start, end)
+
+    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
+        return self.inner.snapshot_batches(start, end)
 
     def close(self) -> None:
         self.inner.close()

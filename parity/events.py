@@ -13,9 +13,11 @@ strings, integers up to 2^53 and the top-level keys alike, and differ only on fl
 are integral or in exponent form, on integers beyond 2^53 (JCS cannot represent them), and
 on key order when a key holds a character at or above U+E000 (code point vs UTF-16 order).
 For provable text the verdict is final either way: equal hashes mean valid, different
-hashes mean invalid, without canonicalising. Only text outside that domain goes to
-``rfc8785``; equal hashes alone never make such an event valid, so a producer that hashed
-non-canonical text (``1.0`` for ``1``) is caught.
+hashes mean invalid, without canonicalising. A payload whose only obstacle is an integral
+float (``3.0``, which RFC 8785 writes ``3``) is serialised again with those floats as ints,
+which RFC 8785 writes alike, and that text is proven the same way. Only text outside that
+domain goes to ``rfc8785``; equal hashes alone never make such an event valid, so a producer
+that hashed non-canonical text (``1.0`` for ``1``) is caught.
 """
 
 from __future__ import annotations
@@ -59,6 +61,28 @@ _DIGIT_RUN = b"0" * LONG_DIGIT_RUN
 def has_long_digit_run(raw: bytes) -> bool:
     """True when ``raw`` has 16+ consecutive ASCII digits (bytes.translate: ~1 us a line)."""
     return _DIGIT_RUN in raw.translate(_DIGIT_MAP)
+
+
+#: Digits to ``0``; a quote and the letters other than ``e``/``E`` (which precede exponent
+#: digits) to ``x``; all else a space. In JSON text a digit right after a quote or a letter
+#: is inside a string, never the start of a number.
+_RUN_START_MAP = bytes(
+    48 if 48 <= i <= 57
+    else 120 if i == 34 or (chr(i).isascii() and chr(i).isalpha() and i not in (69, 101))
+    else 32
+    for i in range(256)
+)  # fmt: skip
+_NUMBER_RUN = " " + "0" * LONG_DIGIT_RUN
+#: :func:`may_hold_long_number`, for Arrow's RE2 over a whole column.
+_LONG_NUMBER_REGEX = '(^|[^0-9A-DF-Za-df-z"])[0-9]{16}'
+
+
+def may_hold_long_number(raw: bytes) -> bool:
+    """True when ``raw`` has a run of 16+ digits that may be part of a number (as
+    :func:`has_long_digit_run`, less the runs inside strings that start right after a
+    letter or a quote, as hex digests do: one log line in a hundred)."""
+    marks = raw.translate(_RUN_START_MAP).decode()
+    return _NUMBER_RUN in marks or marks.startswith(_NUMBER_RUN[1:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,23 +219,56 @@ def compute_checksum(
 #: UTF-16 order): emitted_at (normalised text, nothing to escape), event_type and stream (as
 #: JSON strings), payload (JSON text), seq.
 CANDIDATE = b'{"emitted_at":"%s","event_type":%s,"payload":%s,"seq":%d,"stream":%s}'
-#: Digits to ``0``, ``e``/``E`` to ``e``, ``.`` kept, all else a space: in this image of orjson
-#: text, a float orjson writes unlike RFC 8785 (``1.0``, ``1e+16``) shows as ``.0 `` or
-#: ``0e``, and a possible integer beyond 2^53 as 16 zeros.
+#: The image of orjson text that :func:`is_jcs_text` searches: digits to ``0``, ``e``/``E`` to
+#: ``e``, ``.`` kept, the lead bytes of characters at or above U+E000 (0xEE-0xF4 in valid
+#: UTF-8) to ``!``, all else a space. A float orjson may write unlike RFC 8785 (``1.0``,
+#: ``1e+16``) shows as ``.0 `` or ``0e``, a possible integer beyond 2^53 as 16 zeros. The
+#: image is ASCII, searched as ``str``: in Python 3.11 ``bytes in bytes`` first tries the
+#: needle as an integer and pays for the TypeError, four times slower than ``str in str``.
 _MARKS = bytes(
-    48 if 48 <= i <= 57 else 101 if i in (69, 101) else 46 if i == 46 else 32 for i in range(256)
-)
-_LONG_RUN = b"0" * LONG_DIGIT_RUN
+    48 if 48 <= i <= 57
+    else 101 if i in (69, 101)
+    else 46 if i == 46
+    else 33 if 0xEE <= i <= 0xF4
+    else 32
+    for i in range(256)
+)  # fmt: skip
+_LONG_RUN = "0" * LONG_DIGIT_RUN
+#: Exponents orjson and RFC 8785 both write (``1e+21``, ``5e-324``): RFC 8785 (ECMAScript)
+#: uses exponent form exactly below 1e-6 and from 1e21, orjson from 1e16 and below 1e-5.
+_EXPONENT = re.compile(rb"[0-9][eE]([+-]?)([0-9]*)")
 
 
-def _plain_numbers(text: bytes) -> bool:
-    marks = text.translate(_MARKS)
+def _integral_float(text: bytes) -> bool:
+    """True when compact JSON ``text`` has a number ending in ``.0`` (an integral float:
+    orjson writes shortest digits, so ``.0`` is the whole fraction), or such text in a string.
+    A number in compact JSON is followed by ``,``, ``]``, ``}`` or the end of the text."""
     return (
-        b"0e" not in marks
-        and b".0 " not in marks
-        and _LONG_RUN not in marks
-        and not marks.endswith(b".0")
+        text.find(b".0,") >= 0
+        or text.find(b".0}") >= 0
+        or text.find(b".0]") >= 0
+        or text.endswith(b".0")
     )
+
+
+def _numbers_alike(marks: str, text: bytes, outside_strings: bool) -> bool:
+    """True when no number in ``text`` (``marks`` is its image) may be written differently
+    by orjson and RFC 8785. Without ``outside_strings``, string contents count as numbers
+    (a false alarm, never a miss), and exponents are left to the pass outside strings."""
+    if ".0 " in marks or marks.endswith(".0"):  # also 2.5 -> 0.0: ask the text itself
+        if _integral_float(text):
+            return False
+    if _LONG_RUN in marks and marks.count(_LONG_RUN) != marks.count("." + _LONG_RUN):
+        return False  # a long run not right after a point: maybe an integer beyond 2^53
+    if "0e" in marks:
+        if not outside_strings:
+            return False
+        for sign, digits in _EXPONENT.findall(text):
+            if not digits or not (
+                (sign == b"+" and int(digits) >= 21) or (sign == b"-" and int(digits) >= 7)
+            ):
+                return False
+    return True
 
 
 def is_jcs_text(text: bytes) -> bool:
@@ -224,41 +281,88 @@ def is_jcs_text(text: bytes) -> bool:
     unless a character at or above U+E000 occurs; (3) numbers: an integer up to 15 digits is
     written alike; a float orjson writes in plain notation with a fractional part other than
     ``.0`` is non-integral and between 1e-5 and 1e16, where both write the same shortest
-    round-trip digits in plain notation. Anything else is refused.
+    round-trip digits in plain notation (a run of 16 or more digits right after the point is
+    such a fraction, not an integer); a float with an exponent of at least +21 or at most -7
+    is written alike by both, in exponent form with the same digits. Anything else is
+    refused.
 
     The number test runs on the whole text first (a hit inside a string, ``"v1.0"``, is a
     false alarm), then, only after a hit, on the text outside strings.
     """
-    if not text.isascii() and max(text.decode()) >= "\ue000":
+    marks = text.translate(_MARKS).decode()
+    if "!" in marks:
         return False
-    if _plain_numbers(text):
+    if "0e" not in marks and ".0 " not in marks and _LONG_RUN not in marks:
+        return not marks.endswith(".0") or _numbers_alike(marks, text, False)
+    if _numbers_alike(marks, text, False):
         return True
     if b"\\" in text:  # escapes hide quotes: drop escaped backslashes, then escaped quotes
         text = text.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return _plain_numbers(b" ".join(text.split(b'"')[::2]))
+    outside = b" ".join(text.split(b'"')[::2])
+    return _numbers_alike(outside.translate(_MARKS).decode(), outside, True)
+
+
+def _ints_for_integral_floats(value: Any) -> Any:
+    """``value`` with every integral float below 2^53 in magnitude replaced by the equal
+    int: RFC 8785 writes such a double as its integer digits (``-0.0`` as ``0``), exactly as
+    it writes the int, so the replacement leaves the RFC 8785 text unchanged. Containers
+    are copied, never changed in place."""
+    kind = type(value)
+    if kind is float:
+        if value.is_integer() and -_TWO_53 < value < _TWO_53:
+            return int(value)
+        return value
+    if kind is dict:
+        return {key: _ints_for_integral_floats(item) for key, item in value.items()}
+    if kind is list:
+        return [_ints_for_integral_floats(item) for item in value]
+    return value
+
+
+_TWO_53 = float(2**53)
+
+
+def _proven_body(payload: Any, body: bytes) -> bytes | None:
+    """``body`` (orjson's sorted text of ``payload``), or orjson's text of an equivalent
+    payload, when proven to be the RFC 8785 text of ``payload``; None when not proven.
+
+    About one event in twenty carries an integral float (``3.0``, RFC 8785 ``3``); those are
+    rewritten as ints (:func:`_ints_for_integral_floats`) and the new text is proven in turn,
+    a tenth of the cost of ``rfc8785``.
+    """
+    if is_jcs_text(body):
+        return body
+    if not _integral_float(body):
+        return None
+    try:
+        body = orjson.dumps(_ints_for_integral_floats(payload), option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    return body if is_jcs_text(body) else None
 
 
 def checksum_matches(
     stream: str, seq: int, event_type: str, emitted_at_text: str, payload: Any, stored: str
 ) -> bool:
     """True when ``stored`` is the checksum of the event. Never raises on odd values."""
-    try:
-        body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-        provable = is_jcs_text(body) and _plain_timestamp(emitted_at_text)
-    except (orjson.JSONEncodeError, TypeError):
-        provable = False
+    proven: bytes | None = None
     if (
-        provable
-        and type(seq) is int
+        type(seq) is int
         and -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER
         and type(stream) is str
         and type(event_type) is str
+        and _plain_timestamp(emitted_at_text)
     ):
+        try:
+            proven = _proven_body(payload, orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+        except (orjson.JSONEncodeError, TypeError):
+            proven = None
+    if proven is not None:
         try:
             text = CANDIDATE % (
                 emitted_at_text.encode(),
                 orjson.dumps(event_type),
-                body,
+                proven,
                 seq,
                 orjson.dumps(stream),
             )
@@ -296,7 +400,7 @@ def loads_exact(data: bytes | str) -> Any:
     floats, so text with long digit runs goes through the standard library instead, held to
     orjson's rules (strict UTF-8, no NaN or infinities, no lone surrogates)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if not has_long_digit_run(raw):
+    if not may_hold_long_number(raw):
         return orjson.loads(raw)
     text = raw.decode("utf-8")  # strict: a lone surrogate or bad byte raises ValueError
     value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -435,22 +539,27 @@ def verify_checksums(table: pa.Table) -> pa.BooleanArray:
     emitted = timestamp_texts(table.column("emitted_at"))
     payload = table.column("payload")
     # loads_exact's test, vectorised: text with a long digit run needs the exact parser.
-    long_runs = pc.fill_null(pc.match_substring_regex(payload, "[0-9]{16}"), False)
+    long_runs = pc.fill_null(pc.match_substring_regex(payload, _LONG_NUMBER_REGEX), False)
     columns = [
         table.column("stream"),
         table.column("seq"),
         table.column("event_type"),
-        emitted,
-        payload,
+        # As bytes: orjson parses them without a str, and CANDIDATE takes them as they are.
+        pc.cast(emitted, pa.binary()),
+        pc.cast(payload, pa.binary()),
         table.column("checksum"),
         long_runs,
     ]
+    # What _verify_rows would otherwise ask row by row, asked once of the whole table.
+    nulls = any(column.null_count for column in columns)
+    plain = pc.all(pc.match_substring_regex(emitted, "^[0-9T:.Z-]*$")).as_py() is not False
     shares = parallel.workers(n)
     bounds = [n * i // shares for i in range(shares + 1)]
 
     def share(i: int) -> bytes:
         lo, hi = bounds[i], bounds[i + 1]
-        return _verify_rows(*(column.slice(lo, hi - lo).to_pylist() for column in columns))
+        rows = (column.slice(lo, hi - lo).to_pylist() for column in columns)
+        return _verify_rows(*rows, nulls=nulls, plain_timestamps=plain)
 
     flags = b"".join(parallel.run_shares(share, shares))
     valid = np.frombuffer(flags, dtype=np.bool_)
@@ -465,15 +574,23 @@ def _verify_rows(
     payloads: list,
     stored: list,
     long_runs: list,
+    *,
+    nulls: bool = True,
+    plain_timestamps: bool = False,
 ) -> bytes:
-    """One byte per row, 1 when valid: the hot loop of :func:`verify_checksums`."""
+    """One byte per row, 1 when valid: the hot loop of :func:`verify_checksums`.
+
+    ``emitted`` and ``payloads`` are UTF-8 bytes. ``nulls=False`` promises no None in any
+    list; ``plain_timestamps=True`` that every ``emitted`` text passes
+    :func:`_plain_timestamp`.
+    """
     out = bytearray(len(streams))
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
-    sort_keys, candidate, provable = orjson.OPT_SORT_KEYS, CANDIDATE, is_jcs_text
+    sort_keys, candidate, proven_body = orjson.OPT_SORT_KEYS, CANDIDATE, _proven_body
     as_json: dict[str, bytes] = {}  # stream and event_type values repeat: dump each once
     rows = zip(streams, seqs, types, emitted, payloads, stored, long_runs, strict=True)
     for i, (stream, seq, event_type, emitted_at, text, checksum, long_run) in enumerate(rows):
-        if None in (stream, seq, event_type, emitted_at, text, checksum):
+        if nulls and None in (stream, seq, event_type, emitted_at, text, checksum):
             continue
         try:
             payload = loads_exact(text) if long_run else loads(text)
@@ -481,20 +598,26 @@ def _verify_rows(
             continue
         if type(payload) is not dict:
             continue
-        if not long_run and -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER:
+        if -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER and (
+            plain_timestamps or _plain_timestamp(emitted_at.decode())
+        ):
             try:
-                body = dumps(payload, option=sort_keys)
+                body = proven_body(payload, dumps(payload, option=sort_keys))
             except orjson.JSONEncodeError:
-                body = b"\\"  # not provable: decided below
-            if provable(body) and _plain_timestamp(emitted_at):
+                body = None  # decided below
+            if body is not None:
                 stream_json = as_json.get(stream)
                 if stream_json is None:
                     stream_json = as_json[stream] = dumps(stream)
                 type_json = as_json.get(event_type)
                 if type_json is None:
                     type_json = as_json[event_type] = dumps(event_type)
-                text_bytes = candidate % (emitted_at.encode(), type_json, body, seq, stream_json)
+                text_bytes = candidate % (emitted_at, type_json, body, seq, stream_json)
                 out[i] = sha256(text_bytes).hexdigest() == checksum
                 continue
-        out[i] = checksum_matches(stream, seq, event_type, emitted_at, payload, checksum)
+        emitted_text = emitted_at.decode()
+        try:
+            out[i] = compute_checksum(stream, seq, event_type, emitted_text, payload) == checksum
+        except InvalidEventError:
+            pass
     return bytes(out)

@@ -94,6 +94,9 @@ _COMMON_COLUMNS = (
     "checksum_valid",
 )  # fmt: skip
 _SB_COLUMNS = (*_COMMON_COLUMNS, "received_at")
+#: The snapshot columns reconciliation reads (never the payloads).
+LOG_COLUMNS = list(_COMMON_COLUMNS)
+SUPABASE_COLUMNS = list(_SB_COLUMNS)
 _NULL_TIME = np.iinfo(np.int64).min
 _DEFAULT_CATEGORY = CATEGORIES.index("INFORMATIONAL")
 _CRITICAL = CATEGORIES.index("CRITICAL")
@@ -142,9 +145,7 @@ class Reconciliation:
         as :func:`parity.report.is_clean`: Supabase gaps are runs of missing keys, so
         ``missing_in_supabase`` already counts them."""
         counts = {**self.counts, "quarantined_lines": self.quarantined_lines}
-        return self.sequence_gaps_ws.num_rows == 0 and all(
-            counts[k] == 0 for k in DISCREPANCY_KEYS
-        )
+        return self.sequence_gaps_ws.num_rows == 0 and all(counts[k] == 0 for k in DISCREPANCY_KEYS)
 
     def to_report(self) -> dict[str, Any]:
         """The report (DESIGN 7 keys, then DETAIL_KEYS); JSON-serialisable."""
@@ -396,10 +397,12 @@ def reconcile_in_parts(
     partition: str,
     quarantined_lines: int = 0,
     sample_limit: int = 100,
+    backfilled: pa.Table | None = None,
 ) -> Reconciliation:
     """Reconcile an hour piece by piece and merge. ``pieces`` yields (log, Supabase)
-    snapshot pairs over disjoint sets of streams, e.g. :func:`split_by_stream` or one
-    load per stream bucket, so only one piece needs to be in memory at a time."""
+    snapshot pairs over disjoint sets of streams, e.g. :func:`split_by_stream` or
+    :func:`parity.snapshot.aligned_parts`, so only one piece needs to be in memory at a
+    time. The columns a piece needs: ``LOG_COLUMNS`` and ``SUPABASE_COLUMNS``."""
     result: Reconciliation | None = None
     for ws, sb in pieces:
         part = reconcile(
@@ -411,6 +414,7 @@ def reconcile_in_parts(
             partition=partition,
             quarantined_lines=quarantined_lines if result is None else 0,
             sample_limit=sample_limit,
+            backfilled=backfilled,
         )
         result = part if result is None else result.merge(part)
     if result is None:
@@ -667,8 +671,13 @@ def _backfilled_rows(sb: pa.Table, backfilled: pa.Table | None) -> np.ndarray:
     rows = np.flatnonzero(to_numpy(pc.fill_null(maybe, False)))
     if rows.size == 0:
         return rows
-    wanted = set(zip(backfilled.column("stream").to_pylist(),
-                     backfilled.column("seq").to_pylist(), strict=True))
+    wanted = set(
+        zip(
+            backfilled.column("stream").to_pylist(),
+            backfilled.column("seq").to_pylist(),
+            strict=True,
+        )
+    )
     streams = sb.column("stream").take(rows).to_pylist()
     seqs = sb.column("seq").take(rows).to_pylist()
     keep = [i for i, key in enumerate(zip(streams, seqs, strict=True)) if key in wanted]

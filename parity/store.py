@@ -14,6 +14,7 @@ Two transports give the same output shape (``schema.STORE_SCHEMA``):
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -31,6 +32,11 @@ class EventStore(Protocol):
     def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
         """Every row with ``start <= emitted_at < end`` (duplicates included), as
         ``STORE_SCHEMA``, sorted by (stream, seq, received_at)."""
+        ...
+
+    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
+        """The rows of :meth:`snapshot`, in no particular order, as a stream of tables:
+        what a snapshot of any size is read through, a batch at a time."""
         ...
 
     def insert_events(self, rows: pa.Table) -> int:

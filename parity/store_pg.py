@@ -51,6 +51,9 @@ DEFAULT_STATEMENT_TIMEOUT_S = 300.0
 COLUMNS = tuple(STORE_SCHEMA.names)
 #: The order of a snapshot; nulls (a ``received_at`` never set) last.
 SORT_KEYS = [("stream", "ascending"), ("seq", "ascending"), ("received_at", "ascending")]
+#: Rows per table of :meth:`PostgresStore.snapshot_batches`: large enough that the
+#: checksum verification of a batch is worth spreading over the cores.
+BATCH_ROWS = 200_000
 #: Columns ``insert_events`` requires; ``category`` and ``received_at`` may be absent.
 REQUIRED_INSERT_COLUMNS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
 #: The temporary table ``insert_events`` ingests into (in ``pg_temp``, one per connection).
@@ -329,6 +332,16 @@ class PostgresStore:
     def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
         """Every row with ``start <= emitted_at < end`` (duplicates included), as
         ``STORE_SCHEMA``, sorted by (stream, seq, received_at)."""
+        table = pa.concat_tables(list(self.snapshot_batches(start, end)))
+        # Sorted here, not by ORDER BY: Arrow orders strings by their bytes whatever the
+        # database's collation (Supabase's en_US.UTF-8 would order streams differently
+        # from the log side), and in-memory Arrow sorting beats a server sort that spills
+        # past work_mem.
+        return table.sort_by(SORT_KEYS)
+
+    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
+        """The rows of :meth:`snapshot`, unsorted, as a stream of tables (``STORE_SCHEMA``)
+        of about ``BATCH_ROWS`` rows: one COPY, never more than a batch in memory."""
         _check_window(start, end)
         query = sql.SQL(
             "SELECT stream, seq, event_type, category, emitted_at, received_at,"
@@ -338,6 +351,7 @@ class PostgresStore:
             " AND emitted_at < current_setting('parity.window_end')::timestamptz"
         ).format(table=self._ident)
         conn = self._adbc_connect()
+        yielded = False
         try:
             # The dbapi connection is not in autocommit mode: both statements run in one
             # transaction, so the transaction-local settings reach the COPY.
@@ -354,17 +368,22 @@ class PostgresStore:
                 )
                 cur.fetchall()
                 cur.execute(query.as_string())
-                table = cur.fetch_arrow_table()
+                reader = cur.fetch_record_batch()
+                pending: list[pa.RecordBatch] = []
+                rows = 0
+                for batch in reader:
+                    pending.append(batch)
+                    rows += batch.num_rows
+                    if rows >= BATCH_ROWS:
+                        yield conform(pa.Table.from_batches(pending))
+                        yielded, pending, rows = True, [], 0
+                if pending or not yielded:
+                    yield conform(pa.Table.from_batches(pending, schema=reader.schema))
             conn.rollback()
         except adbc_driver_manager.Error as exc:
             raise self._error(exc, "snapshot") from None
         finally:
             conn.close()
-        # Sorted here, not by ORDER BY: Arrow orders strings by their bytes whatever the
-        # database's collation (Supabase's en_US.UTF-8 would order streams differently
-        # from the log side), and in-memory Arrow sorting beats a server sort that spills
-        # past work_mem.
-        return conform(table).sort_by(SORT_KEYS)
 
     # -- writes ------------------------------------------------------------------------
 

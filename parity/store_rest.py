@@ -53,11 +53,19 @@ def _utc_text(value: dt.datetime, name: str) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: Rows per table of :meth:`RestStore.snapshot_batches`.
+BATCH_ROWS = 200_000
+
+
 class _Columns:
     """Snapshot rows gathered column by column, turned into one Arrow table at the end."""
 
     def __init__(self) -> None:
         self.data: dict[str, list[Any]] = {f.name: [] for f in STORE_SCHEMA}
+
+    @property
+    def rows(self) -> int:
+        return len(self.data["stream"])
 
     def extend(self, rows: Sequence[Row]) -> None:
         for name, column in self.data.items():
@@ -70,10 +78,7 @@ class _Columns:
             else pa.array(self.data[f.name], f.type)
             for f in STORE_SCHEMA
         ]
-        table = pa.Table.from_arrays(arrays, schema=STORE_SCHEMA)
-        return table.sort_by(
-            [("stream", "ascending"), ("seq", "ascending"), ("received_at", "ascending")]
-        )
+        return pa.Table.from_arrays(arrays, schema=STORE_SCHEMA)
 
 
 def _timestamps(values: list[str | None], name: str) -> pa.Array:
@@ -166,12 +171,24 @@ class RestStore:
     # -- reading -----------------------------------------------------------------------------
 
     def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
+        tables = list(self.snapshot_batches(start, end))
+        return pa.concat_tables(tables).sort_by(
+            [("stream", "ascending"), ("seq", "ascending"), ("received_at", "ascending")]
+        )
+
+    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
+        """The rows of :meth:`snapshot` as tables of about ``BATCH_ROWS`` rows."""
         low, high = _utc_text(start, "start"), _utc_text(end, "end")
         self._refuse_null_keys(low, high)
         columns = _Columns()
+        yielded = False
         for rows in self._pages(low, high):
             columns.extend(rows)
-        return columns.to_table()
+            if columns.rows >= BATCH_ROWS:
+                yield columns.to_table()
+                columns, yielded = _Columns(), True
+        if columns.rows or not yielded:
+            yield columns.to_table()
 
     def _window(self) -> Any:
         return self._client.postgrest.from_(self.table.name).select(SELECT)

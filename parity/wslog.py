@@ -62,13 +62,14 @@ from parity.events import (
     TIMESTAMP_FORMAT,
     Event,
     checksum_matches,
-    has_long_digit_run,
     is_jcs_text,
     loads_exact,
+    may_hold_long_number,
     parse_event,
     parse_timestamp,
 )
 from parity.schema import QUARANTINE_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.snapshot import SnapshotWriter, Spill
 
 HOUR = dt.timedelta(hours=1)
 DEFAULT_GRACE = dt.timedelta(hours=1)
@@ -218,8 +219,12 @@ def read_window(
     classifier: Classifier,
     grace: dt.timedelta = DEFAULT_GRACE,
     quarantine_path: Path | None = None,
+    sink: SnapshotWriter | None = None,
 ) -> LogRead:
     """Read the events of ``[start, end)`` from the log (see the module docstring).
+
+    ``sink``, when given, receives the events in batches (``LogRead.events`` is then
+    empty): the hour is never held in memory whole (:mod:`parity.snapshot`).
 
     ``quarantine_path``, when given, receives the quarantined lines as Parquet (written to a
     temporary file beside it, then renamed, so a reader never sees half a file).
@@ -231,6 +236,7 @@ def read_window(
     start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
     files = list_hour_files(Path(log_dir), floor_hour(start) - HOUR, end + grace)
     reader = _WindowReader(start, end, grace, classifier)
+    reader.sink = sink
     for hour_file in files:
         reader.read_file(hour_file, own=start <= hour_file.hour < end)
     result = reader.result([f.relpath for f in files])
@@ -269,10 +275,16 @@ class _WindowReader:
         self.outside = 0
         self.bad_elsewhere = 0
         self.stray = 0
+        self.sink: SnapshotWriter | None = None
+        self.spill: Spill | None = None  # a forked share's rows, for the parent's sink
 
     def _flush(self) -> None:
         """Turn the gathered rows into an Arrow batch; the lists are emptied in place."""
-        self.batches.append(pa.RecordBatch.from_pydict(self.cols, schema=WS_SNAPSHOT_SCHEMA))
+        batch = pa.RecordBatch.from_pydict(self.cols, schema=WS_SNAPSHOT_SCHEMA)
+        if self.sink is not None:
+            self.sink.write(batch)
+        else:
+            self.batches.append(batch)
         for column in self.cols.values():
             column.clear()
 
@@ -280,7 +292,7 @@ class _WindowReader:
         self._flush()
         events = pa.Table.from_batches(self.batches, schema=WS_SNAPSHOT_SCHEMA)
         self.batches = []
-        if events.num_rows > 1:
+        if events.num_rows > 1:  # with a sink, the sink sorts each part
             events = events.sort_by(SORT_KEYS)
         quarantined = pa.table(self.q, schema=QUARANTINE_SCHEMA)
         return LogRead(
@@ -362,6 +374,7 @@ class _WindowReader:
         def share(i: int) -> _WindowReader:
             part = _WindowReader(self.start, self.end, self.grace, self.classifier)
             part._categories = self._categories
+            part.sink = self.sink.sibling() if self.sink is not None else None
             try:
                 with _open_range(path, bounds[i], bounds[i + 1]) as fh:
                     last = part._read_lines(
@@ -371,6 +384,8 @@ class _WindowReader:
                 raise _read_failed(path, exc) from None
             part.lines_read = last - first_lines[i]
             part._flush()
+            if part.sink is not None:
+                part.spill, part.sink = part.sink.close_spill(), None
             part.classifier = None  # type: ignore[assignment]  # not sent back
             return part
 
@@ -380,6 +395,8 @@ class _WindowReader:
     def _merge(self, part: _WindowReader) -> None:
         self._flush()
         self.batches.extend(part.batches)
+        if part.spill is not None and self.sink is not None:
+            self.sink.adopt(part.spill)
         for name, values in part.q.items():
             self.q[name].extend(values)
         self.lines_read += part.lines_read
@@ -416,6 +433,7 @@ class _WindowReader:
         classify, flush = self._classify, self._flush
         readline = fh.readline
         dumps, sha256, sort_keys = orjson.dumps, hashlib.sha256, orjson.OPT_SORT_KEYS
+        loads = orjson.loads
         normalised, fromiso, hex64 = (
             _NORMALISED.fullmatch,
             dt.datetime.fromisoformat,
@@ -457,9 +475,12 @@ class _WindowReader:
                     self.bad_elsewhere += 1
                 continue
             try:
-                obj = loads_exact(line)
-                if (b"\\u" in line or not line.isascii()) and has_long_digit_run(line):
-                    _check_unicode(line, obj)  # the stdlib fallback parser is laxer than orjson
+                if may_hold_long_number(line):  # loads_exact's own test, done once here
+                    obj = loads_exact(line)
+                    if b"\\u" in line or not line.isascii():
+                        _check_unicode(line, obj)  # the stdlib parser is laxer than orjson
+                else:
+                    obj = loads(line)
             except ValueError as exc:
                 if not line.strip():
                     self.blank_lines += 1
@@ -508,11 +529,11 @@ class _WindowReader:
                         continue
                     try:
                         body = dumps(payload, option=sort_keys)
-                        payload_text = dumps(payload).decode()
+                        payload_text = body.decode()
                     except orjson.JSONEncodeError:
                         body = b""
                         payload_text = json.dumps(
-                            payload, separators=(",", ":"), ensure_ascii=False
+                            payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True
                         )
                     if body and is_jcs_text(body):
                         stream_json = as_json.get(stream)
@@ -586,9 +607,11 @@ class _WindowReader:
             try:
                 # Decoded to str: the bytes orjson returns keep its whole (kilobytes-large)
                 # write buffer allocated, which would multiply the memory held per row.
-                payload_text = orjson.dumps(payload).decode()
+                payload_text = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
             except orjson.JSONEncodeError:  # integers beyond 64 bits: orjson cannot write them
-                payload_text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+                payload_text = json.dumps(
+                    payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True
+                )
             declared = event.category
             category, unclassified = classify(event_type)
             if declared is not None:

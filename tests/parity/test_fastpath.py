@@ -35,8 +35,12 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([1.0, -0.0, 1e16, 1e21, 1e-7, 1e-6, 0.1, 2**53 + 1.0, 1.5e300]),
+    # Speed paths: integral floats rewritten as ints, exponents and long fractions proven.
+    st.sampled_from([3.0, 100.0, -7.0, 5e-324, 1.5e-6, 1e20, 58.2, 0.30000000000000004]),
+    st.floats(min_value=-1e6, max_value=1e6).map(round).map(float),
     st.text(max_size=12),
     st.sampled_from(["v1.0", "3e5", "1234567890123456789", "\ue000", "😀", 'q"\\', "\x1f"]),
+    st.sampled_from(["x.0]", "a1234567890123456789", "0b7b4dd6700cece8b6e41234567890123456"]),
 )
 values = st.recursive(
     scalars,
@@ -199,3 +203,36 @@ def test_a_stuck_child_is_killed_and_its_share_redone(monkeypatch):
     began = time.monotonic()
     assert parallel.run_shares(work, 2) == [0, 10]
     assert time.monotonic() - began < 10
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(payloads, st.sampled_from(["jcs", "orjson"])), min_size=1, max_size=12))
+def test_log_reader_verdicts_agree_with_rfc8785(rows: list) -> None:
+    """The log side (``wslog``'s loop over ``is_jcs_text``, then ``checksum_matches``)
+    judges each line as ``rfc8785`` does, integral floats and ``1.0`` hashers included."""
+    import tempfile
+
+    lines, expected = [], {}
+    for seq, (payload, kind) in enumerate(rows, start=1):
+        at = H + dt.timedelta(seconds=seq)
+        emitted = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            good = compute_checksum("s", seq, "t.x", emitted, payload)
+        except InvalidEventError:
+            continue  # not representable: the producer could not have hashed it
+        stored = good if kind == "jcs" else orjson_checksum("s", seq, "t.x", emitted, payload)
+        text = json.dumps({"stream": "s", "seq": seq, "event_type": "t.x", "emitted_at": emitted,
+                           "payload": payload, "checksum": stored}, ensure_ascii=False)  # fmt: skip
+        parsed = json.loads(text)["payload"]
+        expected[seq] = slow_valid("s", seq, "t.x", emitted, parsed, stored)
+        lines.append(text.encode())
+    if not lines:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "2026-11-28" / "10.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        read = wslog.read_window(Path(tmp), H, H + dt.timedelta(hours=1), classifier=load_rules())
+    got = dict(zip(read.events.column("seq").to_pylist(),
+                   read.events.column("checksum_valid").to_pylist(), strict=True))  # fmt: skip
+    assert got == expected

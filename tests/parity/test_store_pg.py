@@ -648,3 +648,25 @@ def test_embedded_server_stops_and_starts_again_with_its_data(embedded_home: Pat
         assert migrate(url, settings.events_table) == []
     finally:
         stop_embedded(settings)
+
+
+def test_snapshot_batches_stream_the_window_in_bounded_tables(
+    pg_url: str, pg_table: TableName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from parity import store_pg
+
+    store = PostgresStore(pg_url, pg_table)
+    evs = some_events(30, stream="b") + some_events(25, stream="a")
+    assert store.insert_events(events_table(evs)) == 55
+    monkeypatch.setattr(store_pg, "BATCH_ROWS", 10)
+    batches = list(store.snapshot_batches(H, H + dt.timedelta(hours=1)))
+    # The driver's batches are about 16 MB: this window is one of them.
+    assert [b.num_rows for b in batches] == [55]
+    assert all(b.schema == STORE_SCHEMA for b in batches)
+    assert (
+        pa.concat_tables(batches)
+        .sort_by(store_pg.SORT_KEYS)
+        .equals(store.snapshot(H, H + dt.timedelta(hours=1)))
+    )
+    empty = list(store.snapshot_batches(H - dt.timedelta(days=2), H - dt.timedelta(days=1)))
+    assert [b.num_rows for b in empty] == [0] and empty[0].schema == STORE_SCHEMA

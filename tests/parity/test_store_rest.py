@@ -320,6 +320,29 @@ def test_window_is_half_open(open_rest: Any, rest_pg_url: str) -> None:
         store.snapshot(H.replace(tzinfo=None), end)
 
 
+def test_snapshot_batches_are_bounded_and_cover_the_window(
+    open_rest: Any, rest_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from parity import store_rest
+
+    rows = [
+        _row(stream, seq, H + dt.timedelta(microseconds=seq * 991 + i))
+        for i, stream in enumerate(["health", "errors", "a,b"])
+        for seq in range(1, 901)
+    ]
+    _insert_sql(rest_pg_url, UNIQUE, rows)
+    monkeypatch.setattr(store_rest, "BATCH_ROWS", 1000)
+    store = open_rest(page_size=1000)
+    batches = list(store.snapshot_batches(H, H + dt.timedelta(hours=1)))
+    # A batch closes at the first page that takes it to BATCH_ROWS (pages of ~999 rows).
+    assert len(batches) >= 2 and max(b.num_rows for b in batches) < 2 * 1000
+    assert sum(b.num_rows for b in batches) == 2700
+    assert all(b.schema == STORE_SCHEMA for b in batches)
+    assert _sorted(pa.concat_tables(batches)).equals(
+        _sorted(store.snapshot(H, H + dt.timedelta(hours=1)))
+    )
+
+
 def test_snapshot_matches_sql_exactly_for_awkward_values(open_rest: Any, rest_pg_url: str) -> None:
     payloads = [
         {"big": 123456789012345678901234567890, "neg": -(2**63), "f": 0.1, "e": 1e300},

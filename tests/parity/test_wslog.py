@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -462,3 +463,41 @@ def test_reading_a_large_log_keeps_memory_bounded(tmp_path: Path) -> None:
     # Generous: one line, I/O buffers, Arrow's first table and allocator slack are a few
     # MB; holding the files (or the long line) whole would exceed it.
     assert 0 < figures["growth_kb"] < data_kb // 4, figures
+
+
+# -- reading into a parted snapshot -------------------------------------------------------
+
+
+@pytest.mark.parametrize("shares", [1, 2])
+def test_a_sink_receives_exactly_the_rows_of_an_in_memory_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shares: int
+) -> None:
+    from parity import parallel
+    from parity.schema import WS_SNAPSHOT_SCHEMA
+    from parity.snapshot import SnapshotWriter
+
+    monkeypatch.setattr(parallel, "MIN_ITEMS_PER_SHARE", 1)
+    monkeypatch.setenv(parallel.WORKERS_ENV, str(shares))
+    monkeypatch.setattr(wslog, "SPLIT_MIN_BYTES", 1 << 10)  # split the file between forks
+    monkeypatch.setattr(wslog, "BATCH_ROWS", 7)
+    events = [
+        ev(seq, H + dt.timedelta(seconds=seq), stream=f"s{seq % 13}") for seq in range(1, 400)
+    ]
+    lines = [line(e) for e in events]
+    lines[5] = b'{"torn": \n'
+    lines.append(line(events[9]))  # a duplicate
+    write_lines(tmp_path / "log", 10, lines)
+    whole = read(tmp_path / "log")
+
+    spill = tmp_path / "spill"
+    with SnapshotWriter(WS_SNAPSHOT_SCHEMA, wslog.SORT_KEYS, spill_dir=spill, part_rows=50) as w:
+        streamed = read(tmp_path / "log", sink=w)
+        snap = w.finish(tmp_path / "snap.parquet")
+
+    assert streamed.events.num_rows == 0
+    assert streamed.quarantined.equals(whole.quarantined)
+    assert streamed.lines_read == whole.lines_read == len(lines)
+    parts = list(snap.parts())
+    assert len(parts) > 1
+    assert pa.concat_tables(parts).sort_by(wslog.SORT_KEYS).equals(whole.events)
+    assert list(spill.iterdir()) == []
