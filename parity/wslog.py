@@ -62,13 +62,14 @@ from parity.events import (
     TIMESTAMP_FORMAT,
     Event,
     checksum_matches,
+    format_timestamp,
     is_jcs_text,
     loads_exact,
     may_hold_long_number,
     parse_event,
     parse_timestamp,
 )
-from parity.schema import QUARANTINE_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.schema import QUARANTINE_SCHEMA, UTC_US, WS_SNAPSHOT_SCHEMA
 from parity.snapshot import SnapshotWriter, Spill
 
 HOUR = dt.timedelta(hours=1)
@@ -280,7 +281,7 @@ class _WindowReader:
 
     def _flush(self) -> None:
         """Turn the gathered rows into an Arrow batch; the lists are emptied in place."""
-        batch = pa.RecordBatch.from_pydict(self.cols, schema=WS_SNAPSHOT_SCHEMA)
+        batch = _to_batch(self.cols)
         if self.sink is not None:
             self.sink.write(batch)
         else:
@@ -565,8 +566,8 @@ class _WindowReader:
                     c_cat.append(category)
                     c_declared.append(declared)
                     c_uncl.append(unclassified)
-                    c_emitted.append(emitted)
-                    c_logged.append(logged)
+                    c_emitted.append(emitted_text)  # normalised text: cast per batch
+                    c_logged.append(logged_text if logged is not None else None)
                     c_payload.append(payload_text)
                     c_checksum.append(stored)
                     c_valid.append(valid)
@@ -622,8 +623,8 @@ class _WindowReader:
             c_cat.append(category)
             c_declared.append(declared)
             c_uncl.append(unclassified)
-            c_emitted.append(emitted)
-            c_logged.append(event.logged_at)
+            c_emitted.append(format_timestamp(emitted))
+            c_logged.append(None if event.logged_at is None else format_timestamp(event.logged_at))
             c_payload.append(payload_text)
             c_checksum.append(event.checksum)
             # Text already in the normalised form is used as is (parse_event accepted it,
@@ -661,6 +662,23 @@ class _WindowReader:
     def _unreachable(self, emitted: dt.datetime, file_hour: dt.datetime) -> bool:
         partition = floor_hour(emitted)
         return not partition - HOUR <= file_hour < partition + HOUR + self.grace
+
+
+#: The snapshot's columns as the reader gathers them: timestamps as their normalised text
+#: (``2026-11-28T10:00:01.123000Z``), which Arrow casts a batch at a time: turning datetime
+#: objects into Arrow costs about 2.4 us each, a fifth of the cost of a line.
+_GATHERED_SCHEMA = pa.schema(
+    [
+        pa.field(f.name, pa.string(), f.nullable) if f.type == UTC_US else f
+        for f in WS_SNAPSHOT_SCHEMA
+    ]
+)
+
+
+def _to_batch(cols: dict[str, list[Any]]) -> pa.RecordBatch:
+    """The gathered rows as a batch of ``WS_SNAPSHOT_SCHEMA``. Every timestamp text was
+    accepted by ``datetime.fromisoformat`` in the normalised form, which Arrow parses too."""
+    return pa.RecordBatch.from_pydict(cols, schema=_GATHERED_SCHEMA).cast(WS_SNAPSHOT_SCHEMA)
 
 
 def _cannot_open(path: Path, exc: OSError) -> LogReadError:
