@@ -382,10 +382,13 @@ def _snapshots(home: Path, meta: dict) -> tuple[Any, Any]:
 
     from checks import specs
 
+    # Both snapshots sorted by (stream, seq), as each part of a snapshot file is (the file
+    # itself is in part order): every contender gets these same frames.
     base = home / "snapshots"
     name = f"{meta['partition']}.parquet"
-    return (pq.read_table(base / specs.WS_LOG_SNAPSHOT / name),
-            pq.read_table(base / specs.SUPABASE_EVENTS_SNAPSHOT / name))  # fmt: skip
+    keys = [("stream", "ascending"), ("seq", "ascending")]
+    return (pq.read_table(base / specs.WS_LOG_SNAPSHOT / name).sort_by(keys),
+            pq.read_table(base / specs.SUPABASE_EVENTS_SNAPSHOT / name).sort_by(keys))  # fmt: skip
 
 
 def _component(home: Path, meta: dict, approach: str) -> dict:

@@ -91,8 +91,9 @@ class SnapshotWriter:
         sort_keys: Sequence[tuple[str, str]],
         *,
         spill_dir: Path,
-        part_rows: int = DEFAULT_PART_ROWS,
+        part_rows: int | None = None,
     ) -> None:
+        part_rows = DEFAULT_PART_ROWS if part_rows is None else part_rows
         if part_rows < 1:
             raise ValueError("part_rows must be at least 1")
         self.schema = schema
