@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
-import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +21,6 @@ from parity.errors import InvalidEventError
 from parity.events import (
     checksum_matches,
     compute_checksum,
-    is_jcs_text,
     make_event,
     verify_checksums,
 )
@@ -73,15 +71,7 @@ def orjson_checksum(stream: str, seq: int, event_type: str, emitted: str, payloa
         return "0" * 64
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(payloads)
-def test_jcs_text_is_only_claimed_when_true(payload: dict) -> None:
-    try:
-        text = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        return
-    if is_jcs_text(text):
-        assert text == rfc8785.dumps(payload)
+# is_jcs_text's soundness property: tests/parity/test_events_speed_paths.py
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
