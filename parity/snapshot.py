@@ -81,8 +81,8 @@ class Spill:
 class SnapshotWriter:
     """Accepts rows of ``schema`` in batches, writes a parted snapshot on :meth:`finish`.
 
-    Use as a context manager: on an exception the spill files are removed and nothing is
-    published.
+    Use as a context manager: on leaving it the spill files are removed, and after an
+    exception nothing is published.
     """
 
     def __init__(
@@ -119,9 +119,8 @@ class SnapshotWriter:
     def __enter__(self) -> SnapshotWriter:
         return self
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
-            self.abort()
+    def __exit__(self, *_: object) -> None:
+        self.abort()  # after finish() there is nothing left; after a failure, the spill
 
     @property
     def rows(self) -> int:
