@@ -78,8 +78,8 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                 read_log = functools.partial(
                     _log_events, settings.ws_log_dir, start, end, classifier, grace
                 )
-                ws = bf.load_log_snapshot(settings.snapshots_dir, key, read_log)
                 keys = bf.report_keys(settings.reports_dir, key, all_missing=config.all_missing)
+                ws = bf.load_log_snapshot(settings.snapshots_dir, key, read_log, keys)
                 try:
                     result = bf.backfill(
                         ws, store, partition=key, timeline=timeline, keys=keys, options=options

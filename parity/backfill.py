@@ -44,6 +44,7 @@ from parity import partitions
 from parity.errors import ConfigurationError, ReportNotFoundError, StoreConnectionError, StoreError
 from parity.report import load_report, write_json_atomic
 from parity.routing import FlagTimeline, expected_in_supabase
+from parity.snapshot import SnapshotFile
 from parity.store import EventStore
 
 KEY = ["stream", "seq"]
@@ -364,7 +365,7 @@ def backfill(
     # Re-check against the store now, not against the report: it may be stale.
     plan = plan_backfill(
         ws,
-        store.snapshot(start, end),
+        store_keys(store, start, end, ws),
         timeline=timeline,
         keys=keys,
         all_missing=options.all_missing,
@@ -423,11 +424,48 @@ def backfill(
 
 
 def load_log_snapshot(
-    snapshots_dir: Path, partition: str, read_log: Callable[[], pa.Table]
+    snapshots_dir: Path,
+    partition: str,
+    read_log: Callable[[], pa.Table],
+    keys: Iterable[Sequence[Any]] | None = None,
 ) -> pa.Table:
-    """The stored ``ws_log_snapshot`` of the partition, else the log read afresh."""
+    """The stored ``ws_log_snapshot`` of the partition, else the log read afresh. With
+    ``keys`` (a report's missing keys), only the rows of those keys, read part by part:
+    memory follows what is missing, not the hour."""
     path = Path(snapshots_dir) / "ws_log_snapshot" / f"{partition}.parquet"
-    return pq.read_table(path) if path.exists() else read_log()
+    if not path.exists():
+        table = read_log()
+        return table if keys is None else _rows_of(table, keys_table(keys))
+    if keys is None:
+        return pq.read_table(path)
+    wanted = keys_table(keys)
+    parts = [_rows_of(part, wanted) for part in SnapshotFile(path).parts()]
+    return pa.concat_tables(parts) if parts else pq.read_schema(path).empty_table()
+
+
+def store_keys(store: EventStore, start: dt.datetime, end: dt.datetime, ws: pa.Table) -> pa.Table:
+    """The store's ``stream``, ``seq``, ``checksum`` in the window, batch by batch, only for
+    keys the log snapshot ``ws`` has: all a plan reads of the store."""
+    wanted = ws.select(KEY).group_by(KEY).aggregate([]) if ws.num_rows else None
+    tables = []
+    for rows in store.snapshot_batches(start, end):
+        keyed = rows.select(["stream", "seq", "checksum"])
+        tables.append(keyed if wanted is None else _rows_of(keyed, wanted))
+    return pa.concat_tables(tables)
+
+
+def _rows_of(table: pa.Table, wanted: pa.Table) -> pa.Table:
+    """The rows of ``table`` whose (stream, seq) is in ``wanted``, in their order."""
+    if not table.num_rows or not wanted.num_rows:
+        return table.slice(0, 0)
+    mask = pc.is_in(_key_text(table), value_set=_key_text(wanted))
+    return table.filter(mask)
+
+
+def _key_text(table: pa.Table) -> pa.Array:
+    """(stream, seq) as one string (seq first: a stream may hold any character)."""
+    seq = pc.cast(pc.cast(table.column("seq"), pa.int64()), pa.string())
+    return pc.binary_join_element_wise(seq, table.column("stream"), "\x00").combine_chunks()
 
 
 def report_keys(reports_dir: Path, partition: str, *, all_missing: bool) -> list[Any] | None:

@@ -409,10 +409,6 @@ def run_demo(
         mark = time.monotonic()
         traffic.start(keep_live=opts.ui)
         traffic.wait_caught_up()
-        # The health verdict is taken as of this moment, as a sensor tick now would: the
-        # metrics stop with the traffic, and stopping it can take seconds on a busy machine,
-        # past the triggers' allowed gap (the verdict would be NO_DATA, not the breach).
-        caught_up_at = dt.datetime.now(dt.UTC)
         timings["traffic_s"] = time.monotonic() - mark
         out(
             f"  caught up with real time after {timings['traffic_s']:.1f} s; Supabase has been "
@@ -423,7 +419,7 @@ def run_demo(
             stats = traffic.stop()
             traffic = None
             with store.connection() as conn:
-                health = evaluate_and_roll_back(conn, schema, caught_up_at)
+                health = evaluate_and_roll_back(conn, schema, dt.datetime.now(dt.UTC))
             out(f"  health triggers: {_triggers_line(health)}")
             if health["fired"]:
                 out(f"  ROLLBACK applied ({health['reason']}): {health['changes']}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,9 @@ class FailingStore:
     def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
         return self.inner.snapshot(start, end)
 
+    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
+        return self.inner.snapshot_batches(start, end)
+
     def insert_events(self, rows: pa.Table) -> int:
         self.inserts += 1
         if self.inserts > self.ok_batches and self.failures > 0:
@@ -417,3 +421,45 @@ def test_the_scenario_through_postgrest(
     rows = rows_by_key(store)  # read back over SQL, independent of PostgREST
     assert {s for (st, s) in rows if st == "errors"} == set(range(1, 8))
     assert all(len(copies) == 1 for copies in rows.values())
+
+
+def test_only_the_missing_keys_are_read_part_by_part(
+    tmp_path: Path, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a report's keys, the log snapshot is read part by part and only those keys'
+    rows are kept (duplicates included); the store is read in batches, reduced to the
+    keys the log has."""
+    from parity import snapshot
+    from parity.schema import WS_SNAPSHOT_SCHEMA
+    from parity.wslog import SORT_KEYS
+
+    health, errors = events("health", "system.health", 20), events("errors", "error.raised", 20)
+    ws = log_snapshot(tmp_path, [*health, *errors, health[4]])  # health 5 logged twice
+    snaps = tmp_path / "snapshots" / "ws_log_snapshot"
+    with snapshot.SnapshotWriter(
+        WS_SNAPSHOT_SCHEMA, SORT_KEYS, spill_dir=tmp_path / "spill", part_rows=10
+    ) as writer:
+        writer.write(ws)
+        writer.finish(snaps / f"{PARTITION}.parquet")
+
+    def never() -> pa.Table:
+        raise AssertionError("the stored snapshot exists: the log is not read again")
+
+    wanted = [["health", 5], ["errors", 20], ["nowhere", 1]]
+    got = bf.load_log_snapshot(tmp_path / "snapshots", PARTITION, never, wanted)
+    keys = sorted(zip(got.column("stream").to_pylist(), got.column("seq").to_pylist(), strict=True))
+    assert keys == [("errors", 20), ("health", 5), ("health", 5)]
+    assert got.schema == ws.schema
+    whole = bf.load_log_snapshot(tmp_path / "snapshots", PARTITION, never)
+    assert whole.num_rows == ws.num_rows
+    # No stored snapshot: the log read afresh, filtered the same way.
+    fresh = bf.load_log_snapshot(tmp_path / "elsewhere", PARTITION, lambda: ws, wanted)
+    assert fresh.num_rows == 3
+
+    store.insert_events(to_rows([*health, *errors[:10]]))
+    keyed = bf.store_keys(store, H, END, got)
+    assert keyed.column_names == ["stream", "seq", "checksum"]
+    assert sorted(
+        zip(keyed.column("stream").to_pylist(), keyed.column("seq").to_pylist(), strict=True)
+    ) == [("health", 5)]
+    assert bf.store_keys(store, H, END, ws).num_rows == 30
