@@ -77,6 +77,12 @@ log = logging.getLogger(__name__)
 
 PRODUCER_NAME = "demo-producer"
 OUTAGE = dt.timedelta(minutes=6)
+#: The reconciled hours end at least this long (simulated) before the outage starts.
+#: Simulated minutes pass in fractions of a real second, and the writer's Supabase writes
+#: may trail the clock by that much on a busy machine: without the margin, a run started in
+#: the first minutes of an hour saw the outage catch the last writes of the last reconciled
+#: hour, and reported them missing.
+OUTAGE_MARGIN = dt.timedelta(minutes=15)
 #: The producer re-reads flags this often (simulated seconds); no event is planned in the
 #: first seconds after a flag change, so the cache never routes by stale values.
 FLAG_REFRESH_S = 5.0
@@ -283,15 +289,16 @@ def _critical(event_type: str) -> bool:
 
 
 def plan_demo(seed: int, now: dt.datetime, hours: int, events_per_hour: int) -> DemoPlan:
-    """The demo's timeline ending at ``now``: ``hours`` complete hours to reconcile, then
-    the hour holding the outage (its last minutes up to ``now``), which is not reconciled."""
+    """The demo's timeline ending at ``now``: ``hours`` complete hours to reconcile, ending
+    at least ``OUTAGE_MARGIN`` before the outage, then the traffic up to ``now`` (the hour
+    or two holding the outage's start and its last minutes), which is not reconciled."""
     if hours < 1:
         raise ValueError("the demo needs at least one complete hour")
     if events_per_hour < 600:
         raise ValueError("the demo needs at least 600 events per hour")
     now = now.astimezone(dt.UTC)
     outage_start = now - OUTAGE
-    first_hour = partitions.floor_hour(outage_start) - hours * partitions.HOUR
+    first_hour = partitions.floor_hour(outage_start - OUTAGE_MARGIN) - hours * partitions.HOUR
     keys = tuple(partitions.format_key(first_hour + i * partitions.HOUR) for i in range(hours))
     canary_at = first_hour + partitions.HOUR
     critical_at = first_hour - dt.timedelta(minutes=10)
