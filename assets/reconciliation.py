@@ -6,8 +6,11 @@ Each is wiring: fetch through the ``parity`` resource, call :mod:`parity`, retur
 import base64
 import datetime as dt
 import time
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from checks.evaluate import evaluate_checks
@@ -22,7 +25,7 @@ from parity.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
 from parity.store import with_derived_columns
 from parity.store_pg import SORT_KEYS as STORE_SORT_KEYS
 from parity.wslog import SORT_KEYS as LOG_SORT_KEYS
-from parity.wslog import read_window
+from parity.wslog import LogRead, read_window
 
 GROUP = "reconciliation"
 FEATURE_FLAGS = "feature_flags"
@@ -31,6 +34,28 @@ FEATURE_FLAGS = "feature_flags"
 ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 #: How many offending keys the UI shows; the report keeps the full list of missing keys.
 SAMPLE_LIMIT = 50
+
+
+def _snapshot(
+    context: dg.AssetExecutionContext,
+    parity: ParityResource,
+    asset: str,
+    schema: pa.Schema,
+    sort_keys: list[tuple[str, str]],
+    fill: Callable[[SnapshotWriter], Any],
+) -> tuple[SnapshotFile, dict, list[dg.AssetCheckResult], Any]:
+    """Write the asset's snapshot, in parts, to a staged file through ``fill(writer)``, then
+    summarise and check it. Checked here, before the output is handed over: the IO manager
+    moves the staged file. Returns the snapshot, its summary, the check results and what
+    ``fill`` returned."""
+    settings = parity.settings()
+    with staged(settings.snapshots_dir, asset, context.partition_key) as path:
+        with SnapshotWriter(schema, sort_keys, spill_dir=path.parent) as sink:
+            filled = fill(sink)
+            snap = sink.finish(path)
+        summary = _summary(snap)
+        results = list(_checks(context, parity, asset, snap))
+    return snap, summary, results, filled
 
 
 def _summary(snap: SnapshotFile) -> dict:
@@ -83,21 +108,21 @@ def build_reconciliation_assets(
         start, end = partitions.window(partition)
         quarantine = settings.quarantine_dir / f"{partition}.parquet"
         began = time.perf_counter()
-        with staged(settings.snapshots_dir, WS_LOG_SNAPSHOT, partition) as path:
-            with SnapshotWriter(WS_SNAPSHOT_SCHEMA, LOG_SORT_KEYS, spill_dir=path.parent) as sink:
-                read = read_window(
-                    settings.ws_log_dir,
-                    start,
-                    end,
-                    classifier=parity.classifier(),
-                    grace=dt.timedelta(hours=parity.log_grace_hours),
-                    quarantine_path=quarantine,
-                    sink=sink,
-                )
-                snap = sink.finish(path)
-            summary = _summary(snap)
-            # Checked before the output is handed over: the IO manager moves the file.
-            results = list(_checks(context, parity, WS_LOG_SNAPSHOT, snap))
+
+        def fill(sink: SnapshotWriter) -> LogRead:
+            return read_window(
+                settings.ws_log_dir,
+                start,
+                end,
+                classifier=parity.classifier(),
+                grace=dt.timedelta(hours=parity.log_grace_hours),
+                quarantine_path=quarantine,
+                sink=sink,
+            )
+
+        snap, summary, results, read = _snapshot(
+            context, parity, WS_LOG_SNAPSHOT, WS_SNAPSHOT_SCHEMA, LOG_SORT_KEYS, fill
+        )
         metadata = {
             "events": summary["rows"],
             "streams": summary["streams"],
@@ -128,22 +153,21 @@ def build_reconciliation_assets(
         ),
     )
     def supabase_events_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
-        settings = parity.settings()
         partition = context.partition_key
         start, end = partitions.window(partition)
         began = time.perf_counter()
         classifier = parity.classifier()
         store = parity.open_store()
+
+        def fill(sink: SnapshotWriter) -> None:
+            for rows in store.snapshot_batches(start, end):
+                sink.write(with_derived_columns(rows, classifier))
+
         try:
-            with staged(settings.snapshots_dir, SUPABASE_EVENTS_SNAPSHOT, partition) as path:
-                with SnapshotWriter(
-                    SUPABASE_SNAPSHOT_SCHEMA, STORE_SORT_KEYS, spill_dir=path.parent
-                ) as sink:
-                    for rows in store.snapshot_batches(start, end):
-                        sink.write(with_derived_columns(rows, classifier))
-                    snap = sink.finish(path)
-                summary = _summary(snap)
-                results = list(_checks(context, parity, SUPABASE_EVENTS_SNAPSHOT, snap))
+            snap, summary, results, _ = _snapshot(
+                context, parity, SUPABASE_EVENTS_SNAPSHOT, SUPABASE_SNAPSHOT_SCHEMA,
+                STORE_SORT_KEYS, fill,
+            )  # fmt: skip
         finally:
             store.close()
         metadata = {
