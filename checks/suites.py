@@ -355,20 +355,41 @@ def duplicate_keys(facts: Facts, level: str, *, retries_level: str | None) -> Pr
 # --- reconciliation checks ---------------------------------------------------------------
 
 
-def delivery_rate(report: Mapping[str, Any], criteria: SuccessCriteria, level: str) -> Prepared:
-    rate = float(report["delivery_rate"])
+def _bounded_value(
+    column: str,
+    value: float | int | None,
+    bounds: Mapping[str, Any],
+    level: str,
+    *,
+    threshold: float | int,
+    sample: list[Any],
+    details: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> Prepared:
+    """A report figure as a one-row frame, expected within ``bounds``
+    (``ExpectColumnValuesToBeBetween``): the shape of every reconciliation check."""
+    kind = pa.float64() if isinstance(value, float) or value is None else pa.int64()
     return Prepared(
-        frame=pa.table({"delivery_rate": [rate]}),
+        frame=pa.table({column: pa.array([value], kind)}),
         expectations=(
-            ExpectationSpec(
-                "ExpectColumnValuesToBeBetween",
-                {"column": "delivery_rate", "min_value": criteria.min_delivery_rate},
-                level,
-            ),
+            ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": column, **bounds}, level),
         ),
-        observed=rate,
+        observed=value,
+        threshold=threshold,
+        sample=sample[:SAMPLE_LIMIT],
+        details=details or {},
+        note=note,
+    )
+
+
+def delivery_rate(report: Mapping[str, Any], criteria: SuccessCriteria, level: str) -> Prepared:
+    return _bounded_value(
+        "delivery_rate",
+        float(report["delivery_rate"]),
+        {"min_value": criteria.min_delivery_rate},
+        level,
         threshold=criteria.min_delivery_rate,
-        sample=list(report.get("missing_keys", []))[:SAMPLE_LIMIT],
+        sample=list(report.get("missing_keys", [])),
         details={
             "matched": int(report["matched"]),
             "expected_in_supabase": int(report["expected_in_supabase"]),
@@ -386,18 +407,13 @@ def critical_events_lost(report: Mapping[str, Any], level: str) -> Prepared:
         sample, exact = report["missing_critical_keys"], True
     else:
         sample, exact = (report.get("missing_keys", []) if lost else []), lost == missing_all
-    return Prepared(
-        frame=pa.table({"critical_missing_in_supabase": [lost]}),
-        expectations=(
-            ExpectationSpec(
-                "ExpectColumnValuesToBeBetween",
-                {"column": "critical_missing_in_supabase", "min_value": 0, "max_value": 0},
-                level,
-            ),
-        ),
-        observed=lost,
+    return _bounded_value(
+        "critical_missing_in_supabase",
+        lost,
+        _ZERO,
+        level,
         threshold=0,
-        sample=list(sample)[:SAMPLE_LIMIT],
+        sample=list(sample),
         details={
             "critical_expected_in_supabase": int(
                 report["by_category"].get(CRITICAL, {}).get("expected_in_supabase", 0)
@@ -409,19 +425,13 @@ def critical_events_lost(report: Mapping[str, Any], level: str) -> Prepared:
 
 
 def checksum_mismatches(report: Mapping[str, Any], level: str) -> Prepared:
-    count = int(report["checksum_mismatches"])
-    return Prepared(
-        frame=pa.table({"checksum_mismatches": [count]}),
-        expectations=(
-            ExpectationSpec(
-                "ExpectColumnValuesToBeBetween",
-                {"column": "checksum_mismatches", "min_value": 0, "max_value": 0},
-                level,
-            ),
-        ),
-        observed=count,
+    return _bounded_value(
+        "checksum_mismatches",
+        int(report["checksum_mismatches"]),
+        _ZERO,
+        level,
         threshold=0,
-        sample=list(report.get("checksum_mismatch_keys", []))[:SAMPLE_LIMIT],
+        sample=list(report.get("checksum_mismatch_keys", [])),
     )
 
 
@@ -429,20 +439,11 @@ def latency_p95(report: Mapping[str, Any], criteria: SuccessCriteria, level: str
     p95 = (report.get("latency_ms") or {}).get("p95")
     value = None if p95 is None else float(p95)
     # A null is "missing" to GE's column-values expectations, so no matched events passes.
-    return Prepared(
-        frame=pa.table({"latency_p95_ms": pa.array([value], pa.float64())}),
-        expectations=(
-            ExpectationSpec(
-                "ExpectColumnValuesToBeBetween",
-                {
-                    "column": "latency_p95_ms",
-                    "max_value": criteria.max_latency_p95_ms,
-                    "strict_max": True,
-                },
-                level,
-            ),
-        ),
-        observed=value,
+    return _bounded_value(
+        "latency_p95_ms",
+        value,
+        {"max_value": criteria.max_latency_p95_ms, "strict_max": True},
+        level,
         threshold=criteria.max_latency_p95_ms,
         sample=[],
         details={"matched": int(report["matched"])},
@@ -456,25 +457,19 @@ def latency_p95(report: Mapping[str, Any], criteria: SuccessCriteria, level: str
 def quarantine_share(report: Mapping[str, Any], criteria: SuccessCriteria, level: str) -> Prepared:
     quarantined, valid = int(report["quarantined_lines"]), int(report["ws_events"])
     lines = quarantined + valid
-    share = quarantined / lines if lines else 0.0
-    return Prepared(
-        frame=pa.table({"quarantine_share": [share]}),
-        expectations=(
-            ExpectationSpec(
-                "ExpectColumnValuesToBeBetween",
-                {
-                    "column": "quarantine_share",
-                    "min_value": 0,
-                    "max_value": criteria.max_quarantine_share,
-                },
-                level,
-            ),
-        ),
-        observed=share,
+    return _bounded_value(
+        "quarantine_share",
+        quarantined / lines if lines else 0.0,
+        {"min_value": 0, "max_value": criteria.max_quarantine_share},
+        level,
         threshold=criteria.max_quarantine_share,
         sample=[],
         details={"quarantined_lines": quarantined, "log_lines": lines},
     )
+
+
+#: A count that must be zero.
+_ZERO = {"min_value": 0, "max_value": 0}
 
 
 # --- the registry --------------------------------------------------------------------------
