@@ -52,3 +52,10 @@ def keys_between(first: str, last: str) -> list[str]:
 def last_complete_hour(now: dt.datetime, lag: dt.timedelta) -> dt.datetime:
     """The latest hour H whose end plus ``lag`` has passed: H + 1h + lag <= now."""
     return floor_hour(now - lag) - HOUR
+
+
+def aware_utc(value: dt.datetime, what: str) -> dt.datetime:
+    """``value`` in UTC; a naive datetime is refused, naming ``what``."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
+    return value.astimezone(dt.UTC)

@@ -40,6 +40,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from parity.errors import ConfigurationError, FlagError
+from parity.partitions import aware_utc
 
 # Flag names (DESIGN 5). To be unified with ``parity.routing.FLAG_DEFAULTS``.
 MONITORING_CRITICAL_EVENTS_SUPABASE = "MONITORING_CRITICAL_EVENTS_SUPABASE"
@@ -98,12 +99,6 @@ class HoldReason(StrEnum):
     SOAKING = "soaking"
     DATA_MISSING = "data_missing"
     NOT_ENOUGH_CLEAN_HOURS = "not_enough_clean_hours"
-
-
-def _aware(value: dt.datetime, what: str) -> dt.datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
-    return value.astimezone(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -169,7 +164,7 @@ class RolloutState:
         for name in ("step_started_at", "rollback_at", "cooldown_until"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, _aware(value, name))
+                object.__setattr__(self, name, aware_utc(value, name))
 
     @property
     def rollback_in_force(self) -> bool:
@@ -239,7 +234,7 @@ class ReconciledHour:
     clean: bool | None
 
     def __post_init__(self) -> None:
-        start = _aware(self.hour_start, "hour_start")
+        start = aware_utc(self.hour_start, "hour_start")
         if start != _floor_hour(start):
             raise ValueError(f"hour_start {start.isoformat()} is not on the hour")
         object.__setattr__(self, "hour_start", start)
@@ -334,7 +329,7 @@ def _clean_run(
 
 def decide(inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime) -> RolloutDecision:
     """Promote one stage or hold (see the module docstring for the rules)."""
-    now = _aware(now, "now")
+    now = aware_utc(now, "now")
     state = inputs.state
     step = state.step
 
@@ -429,7 +424,7 @@ def decide(inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime) -> Ro
 
 def pause(state: RolloutState, now: dt.datetime, reason: str) -> Transition:
     """Freeze the rollout where it is. Flags stay as they are (a pause is not a rollback)."""
-    _aware(now, "now")
+    aware_utc(now, "now")
     return Transition(replace(state, paused=True, paused_reason=reason))
 
 
@@ -443,7 +438,7 @@ def resume(
     kept — unless someone changed its flags meanwhile: they are re-written and the soak
     restarts.
     """
-    now = _aware(now, "now")
+    now = aware_utc(now, "now")
     if state.rollback_in_force or not NOT_STARTED <= state.step <= config.final_step:
         new = RolloutState(
             step=NOT_STARTED,
@@ -463,7 +458,7 @@ def resume(
 
 def record_rollback(state: RolloutState, now: dt.datetime, reason: str) -> Transition:
     """Roll back: the :func:`rollback_plan` flags, and the rollout held until resumed."""
-    now = _aware(now, "now")
+    now = aware_utc(now, "now")
     return Transition(
         replace(state, rollback_at=now, rollback_reason=reason),
         rollback_plan(),

@@ -60,6 +60,7 @@ from enum import StrEnum
 from typing import Any
 
 from parity.errors import ConfigurationError
+from parity.partitions import aware_utc
 
 ERROR_RATE = "error_rate"
 LATENCY = "latency"
@@ -73,12 +74,6 @@ class TriggerState(StrEnum):
     BREACH = "BREACH"
     OK = "OK"
     NO_DATA = "NO_DATA"
-
-
-def _require_aware(value: dt.datetime, what: str) -> dt.datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
-    return value.astimezone(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,7 @@ class MetricSample:
     connection_failures: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sampled_at", _require_aware(self.sampled_at, "sampled_at"))
+        object.__setattr__(self, "sampled_at", aware_utc(self.sampled_at, "sampled_at"))
         where = f"delivery_metrics sample {self.producer!r} at {self.sampled_at.isoformat()}"
         if (
             min(self.window_s, self.attempts, self.failures) < 0
@@ -498,7 +493,7 @@ def evaluate(
 ) -> HealthVerdict:
     """Evaluate every rollback trigger at ``now`` (see the module docstring for definitions)."""
     config = config or TriggerConfig()
-    now = _require_aware(now, "now")
+    now = aware_utc(now, "now")
     horizon = max(
         config.error_rate_duration_s,
         config.connection_window_s,
