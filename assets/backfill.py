@@ -13,12 +13,12 @@ import functools
 import dagster as dg
 import pyarrow as pa
 
+from assets.resources import ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
-from orchestration.resources import ParityResource
-from parity import backfill as bf
-from parity import partitions
-from parity.flags import load_timeline
-from parity.wslog import read_window
+from parity.core import partitions
+from parity.io import backfill as bf
+from parity.io.flags import load_timeline
+from parity.io.wslog import read_window
 
 GROUP = "repair"
 MISSED_EVENTS_BACKFILL = "missed_events_backfill"

@@ -5,8 +5,8 @@ import hashlib
 import dagster as dg
 import orjson
 
-from orchestration.resources import ParityResource
-from parity.flags import ROLLOUT_STATE_FLAG, store_flags, store_history
+from assets.resources import ParityResource
+from parity.io.flags import ROLLOUT_STATE_FLAG, store_flags, store_history
 
 FEATURE_FLAGS = "feature_flags"
 

@@ -13,19 +13,20 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assets.resources import ParityResource
 from checks.evaluate import evaluate_checks
 from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
-from orchestration.resources import ParityResource
-from parity import partitions, report
-from parity.backfill import backfilled_keys
-from parity.flags import load_timeline
-from parity.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
-from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
-from parity.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
-from parity.store import with_derived_columns
-from parity.store_pg import SORT_KEYS as STORE_SORT_KEYS
-from parity.wslog import SORT_KEYS as LOG_SORT_KEYS
-from parity.wslog import LogRead, read_window
+from parity.core import partitions, report
+from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
+from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.io.backfill import backfilled_keys
+from parity.io.flags import load_timeline
+from parity.io.reports import write_report
+from parity.io.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
+from parity.io.store import with_derived_columns
+from parity.io.store_pg import SORT_KEYS as STORE_SORT_KEYS
+from parity.io.wslog import SORT_KEYS as LOG_SORT_KEYS
+from parity.io.wslog import LogRead, read_window
 
 GROUP = "reconciliation"
 FEATURE_FLAGS = "feature_flags"
@@ -221,7 +222,7 @@ def build_reconciliation_assets(
             backfilled=backfilled_keys(settings.home, context.partition_key),
         )
         doc = result.to_report()
-        path = report.write_report(settings.reports_dir, doc)
+        path = write_report(settings.reports_dir, doc)
         yield dg.MaterializeResult(metadata=_reconciliation_metadata(doc, str(path)))
         yield from _checks(context, parity, EVENT_RECONCILIATION, doc)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 
 PARTITION = "2026-11-28-10:00"
 HOUR_US = 1_795_860_000_000_000  # 2026-11-28T10:00:00Z in microseconds
@@ -91,7 +91,7 @@ def snapshots(events: int, streams: int, fault_rate: float, seed: int = 7):
 
 def reconciliation(ws: pa.Table, sb: pa.Table) -> dict:
     """The hour's real report (every log event expected in Supabase)."""
-    from parity.reconcile import reconcile
+    from parity.core.reconcile import reconcile
 
     start = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
     return reconcile(

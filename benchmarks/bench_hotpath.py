@@ -84,11 +84,11 @@ def generate(cache: Path, n: int, seed: int = 7) -> dict[str, Any]:
     import orjson
     import pyarrow as pa
 
-    from parity.config import Settings, TableName
-    from parity.embedded import ensure_embedded
-    from parity.errors import InvalidEventError
-    from parity.events import compute_checksum, format_timestamp
-    from parity.store_pg import PostgresStore
+    from parity.core.config import Settings, TableName
+    from parity.core.errors import InvalidEventError
+    from parity.core.events import compute_checksum, format_timestamp
+    from parity.io.embedded import ensure_embedded
+    from parity.io.store_pg import PostgresStore
 
     root = cache / str(n)
     log_dir, home = root / "ws-log", root / "home"
@@ -166,7 +166,7 @@ def _cpu() -> float:
 
 
 def _settings(info: dict[str, Any]) -> Any:
-    from parity.config import Settings, TableName
+    from parity.core.config import Settings, TableName
 
     return Settings(
         home=Path(info["home"]),
@@ -176,8 +176,8 @@ def _settings(info: dict[str, Any]) -> Any:
 
 
 def _store(info: dict[str, Any]) -> Any:
-    from parity.embedded import ensure_embedded
-    from parity.store_pg import PostgresStore
+    from parity.io.embedded import ensure_embedded
+    from parity.io.store_pg import PostgresStore
 
     settings = _settings(info)
     return PostgresStore(ensure_embedded(settings), settings.events_table, statement_timeout_s=0)
@@ -189,8 +189,8 @@ def run_stage(stage: str, info: dict[str, Any]) -> dict[str, Any]:
     end = HOUR + dt.timedelta(hours=1)
     out: dict[str, Any] = {}
     if stage == "read_window":
-        from parity.classify import load_rules
-        from parity.wslog import read_window
+        from parity.core.classify import load_rules
+        from parity.io.wslog import read_window
 
         classifier = load_rules()
 
@@ -236,15 +236,15 @@ def run_stage(stage: str, info: dict[str, Any]) -> dict[str, Any]:
             snap = store.snapshot(HOUR, end)
             out["rows"] = snap.num_rows
             if stage == "verify_checksums":
-                from parity.events import verify_checksums
+                from parity.io.verify import verify_checksums
 
                 def job() -> Any:
                     valid = verify_checksums(snap)
                     out["invalid"] = len(valid) - sum(valid.to_pylist())
                     return valid
             else:
-                from parity.classify import load_rules
-                from parity.store import with_derived_columns
+                from parity.core.classify import load_rules
+                from parity.io.store import with_derived_columns
 
                 classifier = load_rules()
 

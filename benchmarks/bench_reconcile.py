@@ -51,7 +51,7 @@ def _job(approach: str, n: int, seed: int) -> tuple[Callable[[], Any], Callable[
 
     hour = generate(n, seed=seed)
     if approach.startswith("parity"):
-        from parity.reconcile import reconcile, reconcile_in_parts, split_by_stream
+        from parity.core.reconcile import reconcile, reconcile_in_parts, split_by_stream
 
         kw = dict(timeline=hour.timeline, quarantined_lines=hour.quarantined_lines, **hour.window)
         if approach == "parity":

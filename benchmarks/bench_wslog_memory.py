@@ -57,7 +57,7 @@ def generate(log_dir: Path, size_bytes: int, seed: int = 7) -> dict:
     """Write the log; returns per-file sizes and line counts."""
     import orjson
 
-    from parity.events import compute_checksum, format_timestamp
+    from parity.core.events import compute_checksum, format_timestamp
 
     def checksum(stream: str, seq: int, event_type: str, emitted: str, payload: dict) -> str:
         # For these payloads (ASCII text, small ints, non-integral short floats) the sorted
@@ -125,8 +125,8 @@ def _read_child(log_dir: Path, hour: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from parity.classify import load_rules
-    from parity.wslog import list_hour_files, read_window
+    from parity.core.classify import load_rules
+    from parity.io.wslog import list_hour_files, read_window
 
     classifier = load_rules()
     # Arrow's first table and sort set up its allocator and kernels (~40 MB, once per

@@ -30,9 +30,10 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from parity import flags, rollback, rollout  # noqa: E402
-from parity.config import Settings  # noqa: E402
-from parity.embedded import ensure_embedded, stop_embedded  # noqa: E402
+from parity.core import rollout  # noqa: E402
+from parity.core.config import Settings  # noqa: E402
+from parity.io import flags, rollback  # noqa: E402
+from parity.io.embedded import ensure_embedded, stop_embedded  # noqa: E402
 from tests.integration.webserver import running_webserver  # noqa: E402
 
 PERCENTAGE = "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"
@@ -58,18 +59,24 @@ def calm(url: str, schema: str) -> None:
         now = dt.datetime.now(dt.UTC)
         state = rollout.RolloutState(step=1, step_started_at=now, paused=False, paused_reason=None)
         flags.set_flags(
-            conn, schema,
-            {"MONITORING_CRITICAL_EVENTS_SUPABASE": True, PERCENTAGE: 10,
-             flags.ROLLOUT_STATE_FLAG: state.to_json()},
-            actor="benchmark", reason="trial setup",
+            conn,
+            schema,
+            {
+                "MONITORING_CRITICAL_EVENTS_SUPABASE": True,
+                PERCENTAGE: 10,
+                flags.ROLLOUT_STATE_FLAG: state.to_json(),
+            },
+            actor="benchmark",
+            reason="trial setup",
         )
 
 
 def rolled_back(url: str, schema: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
-        return flags.read_flags(conn, schema)[PERCENTAGE] == 0 and rollback.read_state(
-            conn, schema
-        ).rollback_in_force
+        return (
+            flags.read_flags(conn, schema)[PERCENTAGE] == 0
+            and rollback.read_state(conn, schema).rollback_in_force
+        )
 
 
 def main() -> int:
@@ -93,8 +100,9 @@ def main() -> int:
     os.makedirs(env["DAGSTER_HOME"], exist_ok=True)
     trials: list[float] = []
     try:
-        with running_webserver(REPO / "workspace.yaml", env, log_dir=work / "logs", cwd=REPO,
-                               kind="dev"):
+        with running_webserver(
+            REPO / "workspace.yaml", env, log_dir=work / "logs", cwd=REPO, kind="dev"
+        ):
             for _ in range(args.trials):
                 calm(url, schema)
                 time.sleep(20)  # the sensor ticks through the calm; the daemon is warm
@@ -107,13 +115,17 @@ def main() -> int:
                 trials.append(round(time.monotonic() - started, 1))
     finally:
         stop_embedded(settings)
-    print(json.dumps({
-        "breach_to_flags_flipped_s": trials,
-        "median_s": statistics.median(trials),
-        "max_s": max(trials),
-        "target_s": 60,
-        "load_average": os.getloadavg(),
-    }))
+    print(
+        json.dumps(
+            {
+                "breach_to_flags_flipped_s": trials,
+                "median_s": statistics.median(trials),
+                "max_s": max(trials),
+                "target_s": 60,
+                "load_average": os.getloadavg(),
+            }
+        )
+    )
     return 0
 
 

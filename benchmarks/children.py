@@ -37,7 +37,7 @@ class Phases:
 
 
 def _window(meta: dict) -> tuple[Any, Any]:
-    from parity.partitions import window
+    from parity.core.partitions import window
 
     return window(meta["partition"])
 
@@ -97,18 +97,18 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
 
     from checks import specs
     from checks.evaluate import evaluate_checks
-    from parity import report
-    from parity.classify import load_rules
-    from parity.config import Settings, TableName
-    from parity.flags import load_timeline
-    from parity.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
-    from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
-    from parity.snapshot import SnapshotWriter, aligned_parts
-    from parity.store import with_derived_columns
-    from parity.store_pg import SORT_KEYS as STORE_SORT_KEYS
-    from parity.store_pg import PostgresStore
-    from parity.wslog import SORT_KEYS as LOG_SORT_KEYS
-    from parity.wslog import read_window
+    from parity.core.classify import load_rules
+    from parity.core.config import Settings, TableName
+    from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
+    from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+    from parity.io.flags import load_timeline
+    from parity.io.reports import write_report
+    from parity.io.snapshot import SnapshotWriter, aligned_parts
+    from parity.io.store import with_derived_columns
+    from parity.io.store_pg import SORT_KEYS as STORE_SORT_KEYS
+    from parity.io.store_pg import PostgresStore
+    from parity.io.wslog import SORT_KEYS as LOG_SORT_KEYS
+    from parity.io.wslog import read_window
 
     env = {
         "PARITY_HOME": str(home),
@@ -164,7 +164,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
         window_start=start, window_end=end, partition=partition,
         quarantined_lines=pq.read_metadata(quarantine).num_rows, sample_limit=50))  # fmt: skip
     doc = p("report", lambda: result.to_report())
-    p("report_write", lambda: report.write_report(settings.reports_dir, doc))
+    p("report_write", lambda: write_report(settings.reports_dir, doc))
     results += p("checks_reconciliation", lambda: checks(specs.EVENT_RECONCILIATION, doc))
     total = time.perf_counter() - _T0
     out = {
@@ -181,9 +181,9 @@ def _parity_imports() -> None:
     import pyarrow.parquet  # noqa: F401
 
     import checks.evaluate  # noqa: F401
-    import parity.reconcile  # noqa: F401
-    import parity.store_pg  # noqa: F401
-    import parity.wslog  # noqa: F401
+    import parity.core.reconcile  # noqa: F401
+    import parity.io.store_pg  # noqa: F401
+    import parity.io.wslog  # noqa: F401
 
 
 REPORT_COUNTS = (
@@ -264,7 +264,7 @@ def peer(root: Path, meta: dict, home: Path) -> dict:
     audit = pd.read_sql(audit_sql, engine)
 
     def cohort() -> Any:
-        from parity.classify import load_rules
+        from parity.core.classify import load_rules
 
         classifier = load_rules(None)
         types = ws["event_type"].unique()
@@ -397,7 +397,7 @@ def _component(home: Path, meta: dict, approach: str) -> dict:
     ws, sb = _snapshots(home, meta)
     if approach == "reconcile":
         from benchmarks.dataset import timeline
-        from parity.reconcile import reconcile
+        from parity.core.reconcile import reconcile
 
         start, end = _window(meta)
         line = timeline()
@@ -448,7 +448,7 @@ def _component(home: Path, meta: dict, approach: str) -> dict:
 def checksums_ws(root: Path, meta: dict, home: Path) -> dict:
     """Profile, not part of any run: ``verify_checksums`` over the stored log snapshot, i.e.
     what the checksum share of the log read costs (the reader verifies line by line)."""
-    from parity.events import verify_checksums
+    from parity.io.verify import verify_checksums
 
     ws, _ = _snapshots(home, meta)
     began = time.perf_counter()

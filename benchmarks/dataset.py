@@ -127,7 +127,7 @@ class Dataset:
 
 
 def server_settings():  # noqa: ANN201
-    from parity.config import Settings
+    from parity.core.config import Settings
 
     home = bench_dir() / "pg"
     return Settings(home=home, ws_log_dir=home / "ws-log")
@@ -135,13 +135,13 @@ def server_settings():  # noqa: ANN201
 
 def ensure_server() -> str:
     """Start (or reuse) the benchmark's embedded PostgreSQL; its URL."""
-    from parity.embedded import ensure_embedded
+    from parity.io.embedded import ensure_embedded
 
     return ensure_embedded(server_settings())
 
 
 def stop_server() -> None:
-    from parity.embedded import stop_embedded
+    from parity.io.embedded import stop_embedded
 
     stop_embedded(server_settings())
 
@@ -155,7 +155,7 @@ def _pick(rng: np.random.Generator, pool: np.ndarray, count: int) -> np.ndarray:
 
 def _plan(n: int, seed: int, rate: float, streams: int = 60) -> tuple[list[dict], dict]:
     """Per-event columns (numpy) and the discrepancies, split into chunk tasks."""
-    from parity.routing import expected_in_supabase
+    from parity.core.routing import expected_in_supabase
 
     rng = np.random.default_rng(seed)
     names = list(NAMED_STREAMS) + [
@@ -279,7 +279,7 @@ def _plan(n: int, seed: int, rate: float, streams: int = 60) -> tuple[list[dict]
 
 
 def timeline():  # noqa: ANN201
-    from parity.routing import (
+    from parity.core.routing import (
         CRITICAL_EVENTS_SUPABASE,
         SUPABASE_ROLLOUT_PERCENTAGE,
         FlagChange,
@@ -430,10 +430,10 @@ def _load_database(url: str, schema: str) -> None:
     import psycopg
     from psycopg import sql
 
-    from parity.config import TableName
-    from parity.flags import set_flags
-    from parity.migrate import migrate
-    from parity.routing import CRITICAL_EVENTS_SUPABASE, SUPABASE_ROLLOUT_PERCENTAGE
+    from parity.core.config import TableName
+    from parity.core.routing import CRITICAL_EVENTS_SUPABASE, SUPABASE_ROLLOUT_PERCENTAGE
+    from parity.io.flags import set_flags
+    from parity.io.migrate import migrate
 
     table = TableName(schema, "monitoring_events")
     with psycopg.connect(url, autocommit=True) as conn:

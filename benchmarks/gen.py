@@ -22,14 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.common import NAMED_STREAMS, TYPES
-from parity.routing import (
+from parity.core.routing import (
     CRITICAL_EVENTS_SUPABASE,
     SUPABASE_ROLLOUT_PERCENTAGE,
     FlagChange,
     FlagTimeline,
     expected_in_supabase,
 )
-from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 
 HOUR = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
 _US_PER_HOUR = 3_600_000_000

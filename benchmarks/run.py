@@ -93,7 +93,7 @@ def _child(mode: str, ds: Dataset, home: Path) -> list[str]:
 
 def _parity_cli() -> list[str]:
     script = Path(sys.executable).parent / "parity"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "parity.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "parity.app.cli"]
 
 
 def _env(ds: Dataset, home: Path, **extra: str) -> dict[str, str]:

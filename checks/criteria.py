@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from parity.errors import ConfigurationError
+from parity.core.errors import ConfigurationError
 
 ENV_DELIVERY_RATE = "PARITY_SLO_DELIVERY_RATE"
 ENV_P95_MS = "PARITY_SLO_P95_MS"

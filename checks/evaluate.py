@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from checks import adapter, specs, suites
 from checks.criteria import SuccessCriteria
-from parity.files import write_json_atomic
+from parity.io.files import write_json_atomic
 
 
 def ge_results_path(reports_dir: Path, partition_key: str, asset: str) -> Path:

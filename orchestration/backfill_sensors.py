@@ -27,7 +27,7 @@ import dagster as dg
 from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from orchestration.rollout import FEATURE_FLAGS_KEY, rollback_job
-from parity import partitions
+from parity.core import partitions
 
 BACKFILL_MISSED_EVENTS_JOB = "backfill_missed_events_job"
 RECONCILE_AFTER_BACKFILL = "reconcile_after_backfill"

@@ -15,11 +15,11 @@ import dagster as dg
 from assets.backfill import MAX_PARTITIONS_PER_RUN, build_backfill_assets
 from assets.flags import feature_flags
 from assets.reconciliation import build_reconciliation_assets
+from assets.resources import parity_resource_from_env
 from checks.specs import reconciliation_check_specs
 from orchestration.backfill_sensors import build_backfill_definitions
 from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import build_jobs
-from orchestration.resources import parity_resource_from_env
 from orchestration.rollout import (
     build_canary_sensor,
     build_check_failure_sensor,
@@ -27,10 +27,10 @@ from orchestration.rollout import (
     promote_rollout_job,
     rollback_job,
 )
-from parity.config import Settings
-from parity.errors import ConfigurationError
-from parity.rollout import RolloutConfig
-from parity.triggers import TriggerConfig
+from parity.core.config import Settings
+from parity.core.errors import ConfigurationError
+from parity.core.rollout import RolloutConfig
+from parity.core.triggers import TriggerConfig
 
 DEFAULT_SCHEDULE_LAG_MINUTES = 15
 

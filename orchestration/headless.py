@@ -13,8 +13,9 @@ from typing import Any
 import dagster as dg
 
 from orchestration.jobs import RECONCILE_EVENTS_JOB
-from parity import report as reports
-from parity.config import Settings
+from parity.core import report as reports
+from parity.core.config import Settings
+from parity.io.reports import load_report
 
 #: The CLI prints its own summary; Dagster's console log shows only errors that are not
 #: already in it (check failures are).
@@ -89,7 +90,7 @@ def reconcile_partitions(
             }
             report = None
             if "event_reconciliation" in materialized:
-                report = reports.load_report(settings.reports_dir, key)
+                report = load_report(settings.reports_dir, key)
             error = None
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]

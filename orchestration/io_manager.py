@@ -9,8 +9,8 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from parity.files import atomic_target, fsync_dir
-from parity.snapshot import SnapshotFile
+from parity.io.files import atomic_target, fsync_dir
+from parity.io.snapshot import SnapshotFile
 
 
 class ParquetSnapshotIOManager(dg.ConfigurableIOManager):

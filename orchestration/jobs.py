@@ -6,7 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
-from parity.partitions import format_key, last_complete_hour
+from parity.core.partitions import format_key, last_complete_hour
 
 RECONCILE_EVENTS_JOB = "reconcile_events_job"
 HOURLY_RECONCILIATION_SCHEDULE = "hourly_reconciliation_schedule"

@@ -10,10 +10,11 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.resources import ParityResource
-from parity import partitions, rollback, rollout, triggers
-from parity.flags import read_flags
-from parity.metrics import load_samples, lookback
+from assets.resources import ParityResource
+from parity.core import partitions, rollout, triggers
+from parity.io import rollback
+from parity.io.flags import read_flags
+from parity.io.metrics import load_samples, lookback
 
 ROLLBACK_JOB = "rollback_job"
 PROMOTE_ROLLOUT_JOB = "promote_rollout_job"

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
 bash scripts/install-postgrest.sh
-.venv/bin/ruff check parity assets checks orchestration tests benchmarks
+.venv/bin/ruff check parity assets checks orchestration tests benchmarks scripts
+.venv/bin/ruff format --check parity assets checks orchestration tests benchmarks scripts
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

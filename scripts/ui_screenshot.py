@@ -35,14 +35,14 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from parity.config import Settings  # noqa: E402
-from parity.embedded import ensure_embedded, stop_embedded  # noqa: E402
-from parity.events import Event, make_event  # noqa: E402
-from parity.flags import AuditRow, import_history  # noqa: E402
-from parity.partitions import floor_hour, format_key  # noqa: E402
-from parity.schema import STORE_SCHEMA  # noqa: E402
-from parity.store_pg import PostgresStore  # noqa: E402
-from parity.wslog import write_events  # noqa: E402
+from parity.core.config import Settings  # noqa: E402
+from parity.core.events import Event, make_event  # noqa: E402
+from parity.core.partitions import floor_hour, format_key  # noqa: E402
+from parity.core.schema import STORE_SCHEMA  # noqa: E402
+from parity.io.embedded import ensure_embedded, stop_embedded  # noqa: E402
+from parity.io.flags import AuditRow, import_history  # noqa: E402
+from parity.io.store_pg import PostgresStore  # noqa: E402
+from parity.io.wslog import write_events  # noqa: E402
 from tests.integration.webserver import Webserver, running_webserver, server_env  # noqa: E402
 
 ASSET = "event_reconciliation"

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from parity.config import Settings, TableName
+from parity.core.config import Settings, TableName
 
 # Hypothesis keeps caches in ./.hypothesis unless told otherwise; no test writes to the
 # working directory.
@@ -55,7 +55,7 @@ def embedded_home() -> Iterator[Path]:
 def pg_url(pg_settings: Settings) -> Iterator[str]:
     """URL of a superuser on the session's embedded PostgreSQL (started once, stopped at
     the end). ``public.monitoring_events`` is migrated; tests should use ``pg_schema``."""
-    from parity.embedded import ensure_embedded, stop_embedded
+    from parity.io.embedded import ensure_embedded, stop_embedded
 
     url = ensure_embedded(pg_settings)
     try:
@@ -76,7 +76,7 @@ def pg_schema(pg_url: str) -> Iterator[str]:
 @pytest.fixture
 def pg_table(pg_url: str, pg_schema: str) -> TableName:
     """``<fresh schema>.monitoring_events``, migrated (with the flag and metric tables)."""
-    from parity.migrate import migrate
+    from parity.io.migrate import migrate
 
     table = TableName(pg_schema, "monitoring_events")
     migrate(pg_url, table)

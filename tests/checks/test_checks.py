@@ -17,10 +17,11 @@ import pytest
 from checks import specs
 from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
 from checks.evaluate import evaluate_checks, ge_results_path
-from parity.errors import ConfigurationError
-from parity.events import CATEGORIES, make_event, verify_checksums
-from parity.report import REPORT_KEYS
-from parity.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.core.errors import ConfigurationError
+from parity.core.events import CATEGORIES, make_event
+from parity.core.report import REPORT_KEYS
+from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
+from parity.io.verify import verify_checksums
 
 # GE 1.24 imports the deprecated sre_constants / sre_parse modules; nothing to do about it here.
 pytestmark = [

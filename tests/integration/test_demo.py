@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.config import Settings
-from parity.embedded import stop_embedded
+from parity.core.config import Settings
+from parity.io.embedded import stop_embedded
 
 pytestmark = pytest.mark.integration
 

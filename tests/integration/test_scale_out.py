@@ -23,8 +23,9 @@ from psycopg.conninfo import conninfo_to_dict
 from orchestration.definitions import build_definitions
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_ON_CHECK_FAILURE, CheckCursor
-from parity import report as reports
-from parity.config import TableName
+from parity.core import report as reports
+from parity.core.config import TableName
+from parity.io.reports import load_report
 from tests.orchestration.conftest import World, stream_events
 
 pytestmark = pytest.mark.integration
@@ -161,7 +162,7 @@ def test_four_hour_backfill_runs_in_parallel_on_postgres_storage(
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(KEYS)
 
     for key in KEYS:
-        doc = reports.load_report(hours.settings.reports_dir, key)
+        doc = load_report(hours.settings.reports_dir, key)
         assert doc["expected_in_supabase"] == 18
         assert doc["missing_in_supabase"] == (1 if key == FAULTY else 0)
         assert reports.is_clean(doc) == (key != FAULTY)

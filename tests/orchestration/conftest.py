@@ -14,11 +14,11 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from parity.config import Settings, TableName
-from parity.events import Event, make_event
-from parity.schema import STORE_SCHEMA
-from parity.store_pg import PostgresStore
-from parity.wslog import write_events
+from parity.core.config import Settings, TableName
+from parity.core.events import Event, make_event
+from parity.core.schema import STORE_SCHEMA
+from parity.io.store_pg import PostgresStore
+from parity.io.wslog import write_events
 
 HOUR = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
 PARTITION = "2026-11-28-10:00"
@@ -81,7 +81,7 @@ class World:
 
     def critical_first(self, since: dt.datetime) -> None:
         """The canary's first stage in force since ``since``: CRITICAL events to Supabase."""
-        from parity.flags import set_flags
+        from parity.io.flags import set_flags
 
         with self.store().connection() as conn:
             set_flags(

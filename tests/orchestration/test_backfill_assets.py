@@ -12,6 +12,7 @@ import pytest
 from assets.backfill import MISSED_EVENTS_BACKFILL, build_backfill_assets
 from assets.flags import feature_flags
 from assets.reconciliation import build_reconciliation_assets
+from assets.resources import ParityResource
 from checks.specs import reconciliation_check_specs
 from orchestration.backfill_sensors import (
     BACKFILL_AFTER_ROLLBACK,
@@ -24,11 +25,11 @@ from orchestration.backfill_sensors import (
 )
 from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import RECONCILE_EVENTS_JOB, build_jobs
-from orchestration.resources import ParityResource
 from orchestration.rollout import RollbackConfig, rollback_job
-from parity import report as reports
-from parity.backfill import ledger_path
-from parity.flags import set_flags
+from parity.core import report as reports
+from parity.io.backfill import ledger_path
+from parity.io.flags import set_flags
+from parity.io.reports import load_report
 from tests.orchestration.conftest import World, stream_events
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,7 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
             reconcile_job.execute_in_process(
                 partition_key=key, instance=instance, raise_on_error=False
             )
-            assert reports.load_report(world.settings.reports_dir, key)["missing_in_supabase"] == 3
+            assert load_report(world.settings.reports_dir, key)["missing_in_supabase"] == 3
 
         dry = backfill_range(defs, instance, dry_run=True)
         [dry_mat] = [e.materialization for e in dry.get_asset_materialization_events()][:1]
@@ -127,7 +128,7 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
                 partition_key=request.partition_key, instance=instance, tags=request.tags
             )
             assert run.success
-            doc = reports.load_report(world.settings.reports_dir, request.partition_key)
+            doc = load_report(world.settings.reports_dir, request.partition_key)
             assert reports.is_clean(doc), reports.discrepancies(doc)
 
         # A second backfill finds nothing to write.
@@ -193,8 +194,8 @@ def test_the_code_location_has_the_backfill(world: World) -> None:
 
 
 def test_the_cli_backfills_then_reconciles(world_env: World, capsys) -> None:
-    from parity.cli import main
-    from parity.events import make_event
+    from parity.app.cli import main
+    from parity.core.events import make_event
     from tests.orchestration.conftest import HOUR, PARTITION
 
     health = stream_events("health", "system.health", 10)

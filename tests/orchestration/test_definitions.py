@@ -8,10 +8,10 @@ import datetime as dt
 import dagster as dg
 import pytest
 
+from assets.resources import parity_resource_from_env
 from orchestration.definitions import build_definitions, defs
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
-from orchestration.resources import parity_resource_from_env
-from parity.errors import ConfigurationError
+from parity.core.errors import ConfigurationError
 
 ENV = {"PARITY_HOME": "/tmp/parity-defs-test", "PARITY_PARTITIONS_START": "2026-11-20"}
 

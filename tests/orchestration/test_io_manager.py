@@ -13,7 +13,7 @@ import pytest
 
 from orchestration import io_manager
 from orchestration.io_manager import ParquetSnapshotIOManager
-from parity.snapshot import SnapshotFile, SnapshotWriter
+from parity.io.snapshot import SnapshotFile, SnapshotWriter
 
 PARTITION = "2026-11-28-10:00"
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-27-00:00")

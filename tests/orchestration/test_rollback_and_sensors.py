@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from assets.resources import ParityResource
 from orchestration.definitions import build_definitions
-from orchestration.resources import ParityResource
 from orchestration.rollout import (
     CANARY_PROMOTION,
     PROMOTE_ROLLOUT_JOB,
@@ -24,7 +24,9 @@ from orchestration.rollout import (
     ROLLBACK_ON_HEALTH_TRIGGERS,
     CheckCursor,
 )
-from parity import flags, rollback, rollout
+from parity.core import rollout
+from parity.io import flags, rollback
+from parity.io.reports import write_report
 from tests.orchestration.conftest import World
 
 pytestmark = pytest.mark.integration
@@ -154,7 +156,7 @@ def test_rollback_posts_to_the_webhook(world_env: World, webhook: str, monkeypat
     set_values(world_env, {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10})
     assert run_rollback(world_env, "latency").success
     [payload] = _Hook.received
-    assert payload["event"] == "parity.rollback" and payload["reason"] == "latency"
+    assert payload["event"] == "parity.io.rollback" and payload["reason"] == "latency"
     assert payload["changes"]["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0
 
 
@@ -163,7 +165,7 @@ def test_a_dead_webhook_does_not_fail_the_rollback(world_env: World, monkeypatch
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens
     monkeypatch.setenv("PARITY_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hook")
-    monkeypatch.setattr("parity.notify.time.sleep", lambda s: None)
+    monkeypatch.setattr("parity.io.notify.time.sleep", lambda s: None)
     set_values(world_env, {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10})
     assert run_rollback(world_env).success
     assert current(world_env)["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0
@@ -358,8 +360,8 @@ def test_health_sensor_rolls_back_on_a_sustained_breach_only(world_env: World, m
 
 
 def write_clean_reports(world: World, hours: list[dt.datetime]) -> None:
-    from parity import partitions
-    from parity import report as reports
+    from parity.core import partitions
+    from parity.core import report as reports
 
     for hour in hours:
         doc = {key: 0 for key in reports.REPORT_KEYS}
@@ -373,7 +375,7 @@ def write_clean_reports(world: World, hours: list[dt.datetime]) -> None:
             window_end="",
             by_category={},
         )
-        reports.write_report(world.settings.reports_dir, doc)
+        write_report(world.settings.reports_dir, doc)
 
 
 def test_canary_holds_while_paused_and_promotes_when_green(world_env: World):

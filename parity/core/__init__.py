@@ -1,0 +1,2 @@
+"""The pure core: events and checksums, classification, cohorts, reconciliation and the
+decisions. No Dagster, no network, no database."""

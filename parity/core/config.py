@@ -1,0 +1,158 @@
+"""Settings from the environment (DESIGN 7), resolved when asked for, never at import."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parity.core.errors import ConfigurationError
+
+DEFAULT_EVENTS_TABLE = "public.monitoring_events"
+#: Default first hourly partition: a recent date, so a new deployment's partition list is short.
+DEFAULT_PARTITIONS_LOOKBACK = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A schema-qualified table name. Both parts are identifiers, always quoted in SQL."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str, *, default_schema: str = "public") -> TableName:
+        """Parse ``table``, ``schema.table`` or double-quoted parts (``"My Schema"."t.1"``)."""
+        parts: list[str] = []
+        current: list[str] = []
+        i, quoted, was_quoted = 0, False, False
+        while i < len(text):
+            ch = text[i]
+            if quoted:
+                if ch == '"' and text[i + 1 : i + 2] == '"':
+                    current.append('"')
+                    i += 1
+                elif ch == '"':
+                    quoted = False
+                else:
+                    current.append(ch)
+            elif ch == '"':
+                quoted = was_quoted = True
+            elif ch == ".":
+                parts.append("".join(current))
+                current, was_quoted = [], False
+            else:
+                current.append(ch)
+            i += 1
+        parts.append("".join(current))
+        if quoted or len(parts) > 2 or any(not p for p in parts):
+            raise ConfigurationError(
+                f"table name {text!r}: expected `table` or `schema.table` "
+                '(double-quote parts that contain dots or quotes: "My Schema"."events")'
+            )
+        del was_quoted
+        if len(parts) == 1:
+            return cls(default_schema, parts[0])
+        return cls(parts[0], parts[1])
+
+    def __str__(self) -> str:
+        def q(part: str) -> str:
+            if part.replace("_", "a").isalnum() and part.islower() and not part[0].isdigit():
+                return part
+            return '"' + part.replace('"', '""') + '"'
+
+        return f"{q(self.schema)}.{q(self.name)}"
+
+
+def parse_partition_start(text: str) -> dt.datetime:
+    """An ISO date or datetime (UTC when no offset), truncated to the hour."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"PARITY_PARTITIONS_START={text!r}: expected an ISO date or datetime, "
+            "e.g. 2026-11-01 or 2026-11-01T00:00Z"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    ws_log_dir: Path
+    database_url: str | None = field(default=None, repr=False)
+    supabase_url: str | None = None
+    supabase_key: str | None = field(default=None, repr=False)
+    events_table: TableName = TableName("public", "monitoring_events")
+    partitions_start: dt.datetime | None = None
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    rules_path: Path | None = None
+
+    @property
+    def transport(self) -> str:
+        """``postgres`` (a URL or the embedded server) or ``rest`` (the Supabase API)."""
+        if self.database_url:
+            return "postgres"
+        if self.supabase_url:
+            return "rest"
+        return "postgres"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url and not self.supabase_url
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    def partitions_start_or_default(self, now: dt.datetime) -> dt.datetime:
+        if self.partitions_start is not None:
+            return self.partitions_start
+        start = (now - DEFAULT_PARTITIONS_LOOKBACK).astimezone(dt.UTC)
+        return start.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        home = Path(get("PARITY_HOME") or ".parity").expanduser().absolute()
+        supabase_url = get("SUPABASE_URL")
+        supabase_key = get("SUPABASE_SERVICE_ROLE_KEY") or get("SUPABASE_SECRET_KEY")
+        if supabase_url and not supabase_key and not get("PARITY_DATABASE_URL"):
+            raise ConfigurationError(
+                "SUPABASE_URL is set but neither SUPABASE_SERVICE_ROLE_KEY nor "
+                "SUPABASE_SECRET_KEY is: set one of them (Project Settings -> API keys)"
+            )
+        start = get("PARITY_PARTITIONS_START")
+        rules = get("PARITY_CLASSIFICATION_RULES")
+        return cls(
+            home=home,
+            ws_log_dir=Path(get("PARITY_WS_LOG_DIR") or home / "ws-log").expanduser().absolute(),
+            database_url=get("PARITY_DATABASE_URL"),
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
+            events_table=TableName.parse(get("PARITY_EVENTS_TABLE") or DEFAULT_EVENTS_TABLE),
+            partitions_start=parse_partition_start(start) if start else None,
+            alert_webhook_url=get("PARITY_ALERT_WEBHOOK_URL"),
+            rules_path=Path(rules) if rules else None,
+        )

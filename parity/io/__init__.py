@@ -1,0 +1,2 @@
+"""Adapters to the outside: stores, control plane, log reader, snapshot files, recorder,
+embedded server, notifications. No Dagster."""

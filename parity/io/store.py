@@ -1,0 +1,99 @@
+"""The events store: where Supabase keeps the events (DESIGN 4, 6).
+
+Two transports give the same output shape (``schema.STORE_SCHEMA``):
+
+- ``postgres`` (:mod:`parity.store_pg`): psycopg 3 for control and writes, ADBC's COPY into
+  Arrow for snapshots. Works on plain PostgreSQL, the embedded server, and a Supabase
+  project's direct or session-pooler connection.
+- ``rest`` (:mod:`parity.store_rest`): the ``supabase`` client against PostgREST, keyset
+  paginated so the API's row cap never truncates a snapshot.
+
+:func:`open_store` picks one from :class:`parity.config.Settings`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from parity.core.config import Settings, TableName
+from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    #: ``postgres`` or ``rest``; shown in metadata.
+    transport: str
+    table: TableName
+
+    def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
+        """Every row with ``start <= emitted_at < end`` (duplicates included), as
+        ``STORE_SCHEMA``, sorted by (stream, seq, received_at)."""
+        ...
+
+    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
+        """The rows of :meth:`snapshot`, in no particular order, as a stream of tables:
+        what a snapshot of any size is read through, a batch at a time."""
+        ...
+
+    def insert_events(self, rows: pa.Table) -> int:
+        """Insert rows (``STORE_SCHEMA`` columns; ``received_at`` may be absent or null for
+        ``now()``), skipping any whose (stream, seq) already exists. Idempotent. Returns
+        the number of rows written."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(
+    settings: Settings, *, connect_timeout_s: float = 10.0, statement_timeout_s: float = 300.0
+) -> EventStore:
+    """The store the settings point at; starts the embedded server when none is set."""
+    if settings.transport == "rest":
+        from parity.io.store_rest import RestStore
+
+        assert settings.supabase_url and settings.supabase_key
+        return RestStore(
+            settings.supabase_url,
+            settings.supabase_key,
+            settings.events_table,
+            timeout_s=statement_timeout_s,
+        )
+    from parity.io.store_pg import PostgresStore
+
+    url = settings.database_url
+    if url is None:
+        from parity.io.embedded import ensure_embedded
+
+        url = ensure_embedded(settings)
+    return PostgresStore(
+        url,
+        settings.events_table,
+        connect_timeout_s=connect_timeout_s,
+        statement_timeout_s=statement_timeout_s,
+    )
+
+
+def with_derived_columns(rows: pa.Table, classifier) -> pa.Table:  # noqa: ANN001
+    """Add what Parity derives from stored rows: effective category, unclassified, and
+    checksum validity (``SUPABASE_SNAPSHOT_SCHEMA``)."""
+    import pyarrow.compute as pc
+
+    from parity.io.verify import verify_checksums
+
+    declared = rows.column("category")
+    ruled, unclassified = classifier.classify_column(rows.column("event_type").fill_null(""))
+    has_declared = pc.is_valid(declared)
+    category = pc.if_else(has_declared, declared, ruled)
+    unclassified = pc.and_(pc.invert(has_declared), unclassified)
+    out = {
+        **{name: rows.column(name) for name in rows.column_names if name != "category"},
+        "category": category,
+        "declared_category": declared,
+        "unclassified": unclassified,
+        "checksum_valid": verify_checksums(rows),
+    }
+    return pa.table(out, schema=SUPABASE_SNAPSHOT_SCHEMA)
