@@ -12,10 +12,11 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from assets.backfill import MAX_PARTITIONS_PER_RUN, build_backfill_assets
+from assets.backfill import build_backfill_assets
 from assets.flags import feature_flags
 from assets.reconciliation import build_reconciliation_assets
 from assets.resources import parity_resource_from_env
+from assets.scorecard import migration_scorecard
 from checks.specs import reconciliation_check_specs
 from orchestration.backfill_sensors import build_backfill_definitions
 from orchestration.io_manager import ParquetSnapshotIOManager
@@ -27,8 +28,10 @@ from orchestration.rollout import (
     promote_rollout_job,
     rollback_job,
 )
+from orchestration.scorecard import build_scorecard_sensor
 from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
+from parity.core.repair import RepairPolicy
 from parity.core.rollout import RolloutConfig
 from parity.core.triggers import TriggerConfig
 
@@ -56,6 +59,13 @@ def schedule_lag(environ: Mapping[str, str]) -> dt.timedelta:
     return dt.timedelta(minutes=int(raw))
 
 
+def repair_policy_from(settings: Settings) -> RepairPolicy:
+    return RepairPolicy(
+        max_attempts=settings.repair_max_attempts,
+        settle=dt.timedelta(minutes=settings.repair_settle_minutes),
+    )
+
+
 def build_definitions(
     environ: Mapping[str, str] | None = None, now: dt.datetime | None = None
 ) -> dg.Definitions:
@@ -64,11 +74,12 @@ def build_definitions(
     partitions_def = hourly_partitions(environ, now)
     parity = parity_resource_from_env(environ)
     check_specs = reconciliation_check_specs()
-    assets = build_reconciliation_assets(partitions_def, check_specs)
+    repair_policy = repair_policy_from(Settings.from_env(environ))
+    assets = build_reconciliation_assets(partitions_def, check_specs, repair_policy)
     jobs, schedules, _ = build_jobs(assets, partitions_def, lag=schedule_lag(environ))
     backfill_assets = build_backfill_assets(partitions_def)
     backfill_job, backfill_sensors = build_backfill_definitions(
-        partitions_def, backfill_assets, MAX_PARTITIONS_PER_RUN
+        partitions_def, backfill_assets, repair_policy
     )
     trigger_config = TriggerConfig()
     sensors = [
@@ -76,9 +87,10 @@ def build_definitions(
         build_health_sensor(trigger_config),
         build_canary_sensor(trigger_config, RolloutConfig()),
         *backfill_sensors,
+        build_scorecard_sensor(),
     ]
     return dg.Definitions(
-        assets=[feature_flags, *assets, *backfill_assets],
+        assets=[feature_flags, *assets, *backfill_assets, migration_scorecard],
         jobs=[*jobs, rollback_job, promote_rollout_job, backfill_job],
         schedules=schedules,
         sensors=sensors,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,10 @@ class Settings:
     partitions_start: dt.datetime | None = None
     alert_webhook_url: str | None = field(default=None, repr=False)
     rules_path: Path | None = None
+    #: The repair loop (parity.core.repair): automatic repairs per hour and set of missing
+    #: keys, and minutes after an hour's end before the first.
+    repair_max_attempts: int = 3
+    repair_settle_minutes: int = 10
 
     @property
     def transport(self) -> str:
@@ -145,6 +149,8 @@ class Settings:
             )
         start = get("PARITY_PARTITIONS_START")
         rules = get("PARITY_CLASSIFICATION_RULES")
+        attempts = _whole_number(get, "PARITY_REPAIR_MAX_ATTEMPTS", 3, minimum=1)
+        settle = _whole_number(get, "PARITY_REPAIR_SETTLE_MINUTES", 10, minimum=0)
         return cls(
             home=home,
             ws_log_dir=Path(get("PARITY_WS_LOG_DIR") or home / "ws-log").expanduser().absolute(),
@@ -155,4 +161,15 @@ class Settings:
             partitions_start=parse_partition_start(start) if start else None,
             alert_webhook_url=get("PARITY_ALERT_WEBHOOK_URL"),
             rules_path=Path(rules) if rules else None,
+            repair_max_attempts=attempts,
+            repair_settle_minutes=settle,
         )
+
+
+def _whole_number(get: Callable[[str], str | None], name: str, default: int, minimum: int) -> int:
+    raw = get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ConfigurationError(f"{name}={raw!r}: expected a whole number, at least {minimum}")
+    return int(raw)
