@@ -184,7 +184,7 @@ CHECKS: tuple[CheckDef, ...] = (
         False,
         "p95 of received_at - emitted_at over matched events is below the SLO "
         "(PARITY_SLO_P95_MS, default 500 ms). An hour without matched events passes with a "
-        "note: there is nothing to measure, and lost events fail the delivery check.",
+        "note: there is nothing to measure, and lost events fail no_events_lost.",
     ),
     CheckDef(
         QUARANTINE_WITHIN_TOLERANCE,

@@ -25,6 +25,9 @@ def build_hourly_schedule(
         job=job,
         cron_schedule=f"{minute} * * * *",
         execution_timezone="UTC",
+        # Running from the start: an hour that is never reconciled is never repaired either
+        # (the repair loop follows reconciliations), so the loop must not wait for a click.
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
             f"Reconciles the last complete UTC hour, {int(lag.total_seconds() // 60)} minutes "
             "after it ends so late events arrive (PARITY_SCHEDULE_LAG_MINUTES)."

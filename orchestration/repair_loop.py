@@ -56,6 +56,7 @@ class SensorTicker:
             ):
                 continue
             job_name = request.job_name or sensor.job_name
+            assert job_name is not None, f"{name} requested a run without a job"
             tags = {**request.tags, SENSOR_NAME_TAG: name}
             if request.run_key:
                 tags[RUN_KEY_TAG] = request.run_key
@@ -106,19 +107,15 @@ def hour_verdicts(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, di
             ),
             limit=1,
         ).records
-        meta = (
-            records[0].asset_materialization.metadata
-            if records and records[0].asset_materialization
-            else {}
-        )
-
-        def value(name: str, meta: Mapping = meta) -> object:
-            entry = meta.get(name)
-            return getattr(entry, "value", entry)
-
+        materialization = records[0].asset_materialization if records else None
+        if materialization is None:
+            out[key] = {"colour": "red", "reasons": ["not reconciled"], "repair": "none"}
+            continue
+        meta = materialization.metadata
+        reasons = getattr(meta.get(VERDICT_REASONS), "value", None)
         out[key] = {
-            "colour": value(VERDICT) or "red",
-            "reasons": list(value(VERDICT_REASONS) or ["not reconciled"]),
-            "repair": value(REPAIR_STATE) or "none",
+            "colour": str(getattr(meta.get(VERDICT), "value", "red")),
+            "reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [],
+            "repair": str(getattr(meta.get(REPAIR_STATE), "value", "none")),
         }
     return out

@@ -264,7 +264,8 @@ def test_supabase_sequence_is_continuous_passes_on_a_clean_table():
 def test_supabase_sequence_is_continuous_fails_on_rows_lost_inside_a_stream():
     table = sb_table(rows({"health": [1, 2, 3, 7, 8], "session-a": range(5, 30)}))
     result = evaluate(specs.SUPABASE_EVENTS_SNAPSHOT, table, specs.SUPABASE_SEQUENCE_IS_CONTINUOUS)
-    assert_failed(result, dg.AssetCheckSeverity.ERROR, 3, 0, "expect_table_row_count_to_equal")
+    # A lost event is repaired, not rolled back for: WARN (no_events_lost owns the loss).
+    assert_failed(result, dg.AssetCheckSeverity.WARN, 3, 0, "expect_table_row_count_to_equal")
     assert meta(result, "sample") == [{"stream": "health", "first_missing": 4, "last_missing": 6}]
 
 
@@ -479,6 +480,7 @@ def test_specs_name_every_check_on_its_asset():
             specs.SUPABASE_KEYS_ARE_UNIQUE,
         ],
         specs.EVENT_RECONCILIATION: [
+            specs.NO_EVENTS_LOST,
             specs.DELIVERY_RATE_MEETS_SLO,
             specs.NO_CRITICAL_EVENTS_LOST,
             specs.NO_CHECKSUM_MISMATCHES,
@@ -490,6 +492,48 @@ def test_specs_name_every_check_on_its_asset():
     # Lost events must not block the backfill downstream; corruption stops repair.
     assert blocking == {specs.NO_CHECKSUM_MISMATCHES}
     assert all(s.asset_key == dg.AssetKey(a) for a, ss in by_asset.items() for s in ss)
+
+
+def test_one_severity_rule_only_the_plans_rollback_reasons_are_error():
+    errors = {c.name for c in specs.CHECKS if c.severity == specs.ERROR}
+    assert errors == {
+        specs.DELIVERY_RATE_MEETS_SLO,
+        specs.NO_CRITICAL_EVENTS_LOST,
+        specs.SUPABASE_CHECKSUMS_ARE_VALID,
+        specs.SUPABASE_KEYS_ARE_UNIQUE,
+        specs.NO_CHECKSUM_MISMATCHES,
+    }
+
+
+def _report(**counts):
+    base = {
+        "partition": "2026-11-28-10:00",
+        "ws_events": 2000,
+        "expected_in_supabase": 2000,
+        "matched": 1999,
+        "missing_in_supabase": 1,
+        "missing_keys": [["debug", 1000]],
+        "by_category": {"INFORMATIONAL": {"missing_in_supabase": 1}},
+        "repair": {"state": "pending", "reason": "1 missing; repair 1 of at most 3"},
+    }
+    return {**base, **counts}
+
+
+def test_no_events_lost_names_the_keys_and_the_repair_state():
+    [result] = evaluate_checks(
+        specs.EVENT_RECONCILIATION, _report(), {specs.NO_EVENTS_LOST}, "2026-11-28-10:00"
+    )
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["sample"].value == [["debug", 1000]]
+    assert result.metadata["repair_state"].value == "pending"
+    assert result.metadata["note"].value.startswith("repair pending")
+    [whole] = evaluate_checks(
+        specs.EVENT_RECONCILIATION,
+        _report(matched=2000, missing_in_supabase=0, missing_keys=[], repair={"state": "done"}),
+        {specs.NO_EVENTS_LOST},
+        "2026-11-28-10:00",
+    )
+    assert whole.passed and whole.metadata["repair_state"].value == "done"
 
 
 def test_criteria_from_the_environment():
