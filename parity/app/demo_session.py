@@ -576,9 +576,10 @@ def _guide(ui: str, plan: DemoPlan, hours: dict[str, Any], home: Path) -> str:
     return f"""
 Parity demo is running: {ui}   (Ctrl-C stops it)
 
-  Scorecard      {ui}/assets/migration_scorecard  every hour green / yellow / red and why,
-                 delivery rate and p95 latency against the SLOs (refreshed after each
-                 reconciliation; the asset's description says what each colour means)
+  Scorecard      {ui}/assets/migration_scorecard
+                 every hour green / yellow / red and why, delivery rate and p95 latency
+                 against the SLOs (refreshed after each reconciliation; the asset's
+                 description says what each colour means)
   Lineage        {ui}/asset-groups  (reconciliation: ws_log_snapshot + supabase_events_snapshot
                  -> event_reconciliation -> missed_events_backfill, migration_scorecard;
                  rollout: feature_flags)
