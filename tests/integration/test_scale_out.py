@@ -162,7 +162,7 @@ def test_four_hour_backfill_runs_in_parallel_on_postgres_storage(
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(KEYS)
 
     for key in KEYS:
-        doc = load_report(hours.settings.reports_dir, key)
+        doc = load_report(hours.settings.layout, key)
         assert doc["expected_in_supabase"] == 18
         assert doc["missing_in_supabase"] == (1 if key == FAULTY else 0)
         assert reports.is_clean(doc) == (key != FAULTY)
