@@ -36,6 +36,9 @@ FEATURE_FLAGS = "feature_flags"
 ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 #: How many offending keys the UI shows; the report keeps the full list of missing keys.
 SAMPLE_LIMIT = 50
+#: The concurrency pool of the Supabase snapshot: at most its limit of reads at once across
+#: all runs (deploy/dagster.yaml sets the default limit).
+SUPABASE_READS_POOL = "supabase_reads"
 
 
 def _snapshot(
@@ -147,7 +150,7 @@ def build_reconciliation_assets(
         io_manager_key="snapshot_io_manager",
         backfill_policy=ONE_HOUR_PER_RUN,
         # deploy/dagster.yaml limits concurrent Supabase reads through this pool.
-        pool="supabase_reads",
+        pool=SUPABASE_READS_POOL,
         check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
         description=(
             "Every row of the Supabase events table whose emitted_at falls in the hour, "
