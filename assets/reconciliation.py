@@ -8,6 +8,7 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -40,6 +41,9 @@ SAMPLE_LIMIT = 50
 #: Metadata keys of the hour's verdict (parity.core.verdict), read by the scorecard.
 VERDICT = "verdict"
 VERDICT_REASONS = "verdict_reasons"
+#: The concurrency pool of the Supabase snapshot: at most its limit of reads at once across
+#: all runs (deploy/dagster.yaml sets the default limit).
+SUPABASE_READS_POOL = "supabase_reads"
 
 
 def _snapshot(
@@ -55,7 +59,7 @@ def _snapshot(
     moves the staged file. Returns the snapshot, its summary, the check results and what
     ``fill`` returned."""
     settings = parity.settings()
-    with staged(settings.snapshots_dir, asset, context.partition_key) as path:
+    with staged(settings.layout, asset, context.partition_key) as path:
         with SnapshotWriter(schema, sort_keys, spill_dir=path.parent) as sink:
             filled = fill(sink)
             snap = sink.finish(path)
@@ -115,7 +119,7 @@ def build_reconciliation_assets(
         settings = parity.settings()
         partition = context.partition_key
         start, end = partitions.window(partition)
-        quarantine = settings.quarantine_dir / f"{partition}.parquet"
+        quarantine = settings.layout.quarantine(partition)
         began = time.perf_counter()
 
         def fill(sink: SnapshotWriter) -> LogRead:
@@ -154,7 +158,7 @@ def build_reconciliation_assets(
         io_manager_key="snapshot_io_manager",
         backfill_policy=ONE_HOUR_PER_RUN,
         # deploy/dagster.yaml limits concurrent Supabase reads through this pool.
-        pool="supabase_reads",
+        pool=SUPABASE_READS_POOL,
         check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
         description=(
             "Every row of the Supabase events table whose emitted_at falls in the hour, "
@@ -217,7 +221,7 @@ def build_reconciliation_assets(
             timeline = load_timeline(store)
         finally:
             store.close()
-        quarantined = _quarantined_lines(settings.quarantine_dir, context.partition_key)
+        quarantined = _quarantined_lines(settings.layout.quarantine(context.partition_key))
         # One pair of parts (the same streams on both sides) in memory at a time.
         result = reconcile_in_parts(
             aligned_parts(ws_log_snapshot, supabase_events_snapshot, LOG_COLUMNS, SUPABASE_COLUMNS),
@@ -227,7 +231,7 @@ def build_reconciliation_assets(
             partition=context.partition_key,
             quarantined_lines=quarantined,
             sample_limit=SAMPLE_LIMIT,
-            backfilled=backfilled_keys(settings.home, context.partition_key),
+            backfilled=backfilled_keys(settings.layout, context.partition_key),
         )
         doc = result.to_report()
         decision = _repair_state(context, doc, end)
@@ -236,7 +240,7 @@ def build_reconciliation_assets(
             "reason": decision.reason,
             repair.MISSING_KEYS_DIGEST: repair.keys_digest(doc["missing_keys"]),
         }
-        path = write_report(settings.reports_dir, doc)
+        path = write_report(settings.layout, doc)
         checks = list(_checks(context, parity, EVENT_RECONCILIATION, doc))
         judged = verdict.hour_verdict(
             doc,
@@ -283,10 +287,9 @@ def _invalid_keys(snapshot: SnapshotFile) -> list[list]:
     return sorted(keys)[:SAMPLE_LIMIT]
 
 
-def _quarantined_lines(quarantine_dir, partition_key: str) -> int:  # noqa: ANN001
+def _quarantined_lines(path: Path) -> int:
     import pyarrow.parquet as pq
 
-    path = quarantine_dir / f"{partition_key}.parquet"
     return pq.read_metadata(path).num_rows if path.exists() else 0
 
 
@@ -299,7 +302,7 @@ def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: st
             data,
             selected,
             context.partition_key,
-            reports_dir=parity.settings().reports_dir,
+            layout=parity.settings().layout,
         )
 
 
