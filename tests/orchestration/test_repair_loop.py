@@ -178,7 +178,7 @@ def test_the_outage_hour_of_a_health_rollback_is_repaired_with_no_person_involve
 
         after = latest_reconciliation(instance)
         assert (after["verdict"], after["repair_state"]) == ("green", "done")
-        assert load_report(world_env.settings.reports_dir, PARTITION)["missing_in_supabase"] == 0
+        assert load_report(world_env.settings.layout, PARTITION)["missing_in_supabase"] == 0
         assert daemon.tick(REPAIR_LOST_EVENTS) == []
         assert len(daemon.runs_of(BACKFILL_MISSED_EVENTS_JOB)) == 1
 
@@ -268,6 +268,6 @@ def test_an_unrepairable_hour_is_tried_once_and_recorded_impossible(
         meta = latest_reconciliation(instance)
         assert meta["verdict"] == "red" and meta["repair_state"] == "impossible"
         assert any("repair impossible" in r for r in meta["verdict_reasons"])
-        report = load_report(world_env.settings.reports_dir, PARTITION)
+        report = load_report(world_env.settings.layout, PARTITION)
         assert report["repair"]["state"] == "impossible"
         assert json.dumps(report["repair"])  # plain JSON for `parity report`
