@@ -85,12 +85,6 @@ def consecutive_runs(keys: Iterable[str], max_per_run: int) -> list[list[str]]:
     return runs
 
 
-def run_request_for(keys: Sequence[str], run_key: str, tags: dict[str, str]) -> dg.RunRequest:
-    if len(keys) == 1:
-        return dg.RunRequest(run_key=run_key, partition_key=keys[0], tags=tags)
-    return dg.RunRequest(run_key=run_key, tags={**tags, **partition_run_tags(keys)})
-
-
 # -- after a backfill: reconcile again -----------------------------------------------------
 
 
@@ -255,6 +249,11 @@ def build_repair_sensor(
         "'repair impossible', never retried.",
     )
     def repair_lost_events(context: dg.SensorEvaluationContext):
+        """Stateless over the hours: each tick re-reads the latest reconciliations, so an
+        hour waiting for its settle time, or whose repair run failed, is looked at again
+        at the next tick. What stops a repeat is the run key (hour, set of keys, attempt)
+        and the runs tagged with it; the cursor only remembers the hours already reported
+        impossible by the sensor, so that report is made once."""
         now = utcnow()
         reported = set(json.loads(context.cursor)) if context.cursor else set()
         requests: list[dg.RunRequest] = []
