@@ -271,3 +271,77 @@ def test_an_unrepairable_hour_is_tried_once_and_recorded_impossible(
         report = load_report(world_env.settings.layout, PARTITION)
         assert report["repair"]["state"] == "impossible"
         assert json.dumps(report["repair"])  # plain JSON for `parity report`
+
+
+def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
+    clock: Clock,
+) -> None:
+    """Three repair runs of the same keys failed (no backfill materialized): the fourth is
+    not requested, and the hour's repair state becomes impossible, recorded once."""
+    from assets.backfill import build_backfill_assets
+    from orchestration.backfill_sensors import (
+        REPAIR_DIGEST_TAG,
+        REPAIR_PARTITION_TAG,
+        build_backfill_definitions,
+    )
+    from parity.core.repair import RepairPolicy
+
+    partitions_def = dg.HourlyPartitionsDefinition(start_date="2026-11-27-00:00", timezone="UTC")
+    backfill_assets = build_backfill_assets(partitions_def)
+    job, sensors = build_backfill_definitions(
+        partitions_def, backfill_assets, RepairPolicy(max_attempts=3)
+    )
+    sensor = next(s for s in sensors if s.name == REPAIR_LOST_EVENTS)
+
+    @dg.op
+    def store_down() -> None:
+        raise RuntimeError("Supabase unreachable")
+
+    @dg.job
+    def failing_repair() -> None:
+        store_down()
+
+    clock.now = HOUR + dt.timedelta(hours=2)
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "event_reconciliation",
+                partition=PARTITION,
+                metadata={
+                    "missing_in_supabase": 2,
+                    "missing_keys_digest": "d1",
+                    "repair_state": "pending",
+                },
+            )
+        )
+
+        from assets.flags import feature_flags
+        from assets.reconciliation import build_reconciliation_assets
+
+        defs = dg.Definitions(
+            assets=[feature_flags, *build_reconciliation_assets(partitions_def), *backfill_assets],
+            jobs=[job],
+            sensors=[sensor],
+            resources={"parity": ParityResource(), "snapshot_io_manager": dg.mem_io_manager},
+        )
+
+        def tick(cursor: str | None):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+            return sensor.evaluate_tick(context)
+
+        first = tick(None)
+        [request] = first.run_requests
+        assert request.run_key == f"repair-{PARTITION}-d1-1"
+        for _ in range(3):
+            failing_repair.execute_in_process(
+                instance=instance,
+                tags={REPAIR_PARTITION_TAG: PARTITION, REPAIR_DIGEST_TAG: "d1"},
+                raise_on_error=False,
+            )
+        spent = tick(first.cursor)
+        assert spent.run_requests == []
+        [observation] = spent.asset_events
+        assert observation.partition == PARTITION
+        assert observation.metadata["repair_state"].value == "impossible"
+        assert "after 3 automatic repairs" in observation.metadata["repair_reason"].value
+        assert tick(spent.cursor).asset_events == []  # reported once
