@@ -11,18 +11,25 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
+from assets.backfill import build_backfill_assets
+from assets.flags import feature_flags
+from assets.reconciliation import build_reconciliation_assets
 from assets.resources import ParityResource
 from assets.scorecard import MIGRATION_SCORECARD
 from orchestration.backfill_sensors import (
     BACKFILL_MISSED_EVENTS_JOB,
     RECONCILE_AFTER_BACKFILL,
+    REPAIR_DIGEST_TAG,
     REPAIR_LOST_EVENTS,
+    REPAIR_PARTITION_TAG,
+    build_backfill_definitions,
 )
 from orchestration.definitions import build_definitions
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_ON_CHECK_FAILURE, ROLLBACK_ON_HEALTH_TRIGGERS
 from orchestration.scorecard import SCORECARD_SENSOR
 from parity.core.events import make_event
+from parity.core.repair import RepairPolicy
 from parity.io import flags
 from parity.io.reports import load_report
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
@@ -278,14 +285,6 @@ def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
 ) -> None:
     """Three repair runs of the same keys failed (no backfill materialized): the fourth is
     not requested, and the hour's repair state becomes impossible, recorded once."""
-    from assets.backfill import build_backfill_assets
-    from orchestration.backfill_sensors import (
-        REPAIR_DIGEST_TAG,
-        REPAIR_PARTITION_TAG,
-        build_backfill_definitions,
-    )
-    from parity.core.repair import RepairPolicy
-
     partitions_def = dg.HourlyPartitionsDefinition(start_date="2026-11-27-00:00", timezone="UTC")
     backfill_assets = build_backfill_assets(partitions_def)
     job, sensors = build_backfill_definitions(
@@ -314,9 +313,6 @@ def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
                 },
             )
         )
-
-        from assets.flags import feature_flags
-        from assets.reconciliation import build_reconciliation_assets
 
         defs = dg.Definitions(
             assets=[feature_flags, *build_reconciliation_assets(partitions_def), *backfill_assets],
