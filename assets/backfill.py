@@ -13,6 +13,7 @@ import functools
 import dagster as dg
 import pyarrow as pa
 
+from assets.failures import surface_parity_errors
 from assets.resources import ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
@@ -60,6 +61,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             "not written."
         ),
     )
+    @surface_parity_errors
     def missed_events_backfill(
         context: dg.AssetExecutionContext, config: BackfillConfig, parity: ParityResource
     ) -> dg.MaterializeResult:
