@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 #: Exit codes of the ``parity`` command, one home for them (the README documents them).
 EXIT_OK = 0
 #: The run worked and found discrepancies (or, for a dry run, work to do).
@@ -59,6 +58,12 @@ class StoreError(InfrastructureError):
 
 class StoreConnectionError(StoreError):
     """The store could not be reached or refused the credentials. Never carries the secret."""
+
+
+class MissingTableError(StoreError):
+    """A table Parity needs is not there: a name to correct or migrations to run."""
+
+    exit_code = EXIT_CONFIGURATION
 
 
 class MigrationError(StoreError):
