@@ -2,7 +2,7 @@
 
 Exit codes (one home: :mod:`parity.core.errors`): 0 clean, 1 discrepancies found, 2 usage
 or configuration error, 3 infrastructure failure (database, REST API, files, disk), 4 an
-unexpected error (a bug), 130 interrupted, 141 output pipe closed (``| head``).
+unexpected error (a bug), 130 interrupted.
 
 Built on click, as Dagster's own command lines are: subcommands, help and usage errors come
 from it; rich draws the progress bars and tables. Commands that run Dagster jobs import
@@ -12,7 +12,6 @@ composes the library with the Dagster layer.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,8 +36,6 @@ from parity.core.config import Settings
 from parity.core.errors import ParityError, ReportNotFoundError
 from parity.io.reports import load_report, report_path
 
-#: Exit status of a command whose output pipe was closed early (as SIGPIPE would give).
-EXIT_BROKEN_PIPE = 141
 EXIT_INTERRUPTED = 130
 
 
@@ -190,7 +187,8 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; its exit code. A usage error exits 2 (``SystemExit``), as click's
-    and argparse's do."""
+    and argparse's do. Output into a pipe the reader closed (``parity report … | head``)
+    ends quietly with 0: click catches the broken pipe and silences the final flush."""
     try:
         result = cli.main(
             args=list(argv) if argv is not None else None, prog_name="parity", standalone_mode=False
@@ -205,12 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader stopped reading (`parity report … | head`): nothing more to say, and
-        # Python must not fail again flushing stdout on exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
     return int(result) if isinstance(result, int) else EXIT_OK
 
 
