@@ -159,3 +159,37 @@ def test_the_embedded_server_a_command_starts_is_stopped_after_it(
         assert {"monitoring_events", "monitoring_event"} <= tables
     finally:
         stop_embedded(settings)
+
+
+def test_the_demo_banner_s_advice_works_as_written(home: Path, capsys) -> None:
+    """What the banner tells a person to type: the UI's own words, and commands that run
+    from any shell (the `parity` of this environment, with the demo's home)."""
+    import datetime as dt
+    import shlex
+
+    from parity.app.demo import plan_demo
+    from parity.app.demo_session import _guide
+
+    plan = plan_demo(7, dt.datetime(2026, 11, 28, 15, 30, tzinfo=dt.UTC), 2, 600)
+    demo_home = home / DEMO_HOME
+    red = plan.hours[-1]
+    hours = {key: {"colour": "red" if key == red else "green"} for key in plan.hours}
+    text = _guide("http://127.0.0.1:3000", plan, hours, demo_home)
+    assert "http://127.0.0.1:3000/automation" in text and "Overview -> Sensors" not in text
+    [report_line] = [line for line in text.splitlines() if " report " in line]
+    argv = shlex.split(report_line)
+    assert argv[0] == f"PARITY_HOME={demo_home}"
+    assert Path(argv[1]).is_absolute() and os.access(argv[1], os.X_OK)
+    assert argv[2:] == ["report", red]
+
+    doc = clean_report(red)
+    write_report(demo_home / "reports", doc)
+    proc = subprocess.run(
+        argv[1:],
+        env={**os.environ, "PARITY_HOME": str(demo_home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert red in proc.stdout
