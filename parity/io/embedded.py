@@ -116,7 +116,8 @@ def _refuse_unknown_table(url: str, table: TableName, pgdata: Path) -> None:
     from parity.io.store_pg import connect
 
     with connect(url) as conn:
-        if conn.execute("SELECT to_regclass(%s)", [str(table)]).fetchone()[0] is not None:
+        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [str(table)]).fetchone()
+        if found and found[0]:
             return
         schemas = [
             row[0]

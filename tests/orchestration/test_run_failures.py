@@ -236,3 +236,35 @@ def test_run_failures_reads_a_run_failed_by_a_parity_error(
             e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event is not None
         ]
         assert run_failures(events) == outcome.failures
+
+
+def test_a_full_disk_or_a_bug_in_a_step() -> None:
+    """An operating-system error (a full disk) fails the step as infrastructure, with its
+    message; an error Parity does not know is exit 4 and keeps its class name."""
+    import errno
+
+    from assets.failures import surface_parity_errors
+
+    @dg.asset
+    @surface_parity_errors
+    def full_disk() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/parity/snapshots/x.parquet")
+
+    @dg.asset
+    @surface_parity_errors
+    def buggy():  # a generator asset, as the snapshots are
+        yield dg.Output(1 // 0)
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([full_disk], instance=instance, raise_on_error=False)
+        [failure] = run_failures(result.all_events)
+        assert failure.exit_code == EXIT_INFRASTRUCTURE and failure.error_class == "OSError"
+        assert "No space left on device: '/parity/snapshots/x.parquet'" in failure.message
+        result = dg.materialize([buggy], instance=instance, raise_on_error=False)
+        [failure] = run_failures(result.all_events)
+        assert (failure.step, failure.error_class, failure.exit_code) == (
+            "buggy",
+            "ZeroDivisionError",
+            4,
+        )
+        assert "by zero" in failure.message
