@@ -117,7 +117,7 @@ def reconcile_partitions(
             }
             report = None
             if "event_reconciliation" in materialized:
-                report = load_report(settings.reports_dir, key)
+                report = load_report(settings.layout, key)
             failures = [] if result.success else run_failures(result.all_events)
             outcomes.append(PartitionOutcome(key, result.success, report, failed, failures))
             if advance is not None:

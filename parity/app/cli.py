@@ -34,7 +34,8 @@ from parity.core import partitions
 from parity.core import report as reports
 from parity.core.config import Settings
 from parity.core.errors import ParityError, ReportNotFoundError
-from parity.io.reports import load_report, report_path
+from parity.core.layout import Layout
+from parity.io.reports import load_report
 
 EXIT_INTERRUPTED = 130
 
@@ -162,13 +163,13 @@ def _load_report(settings: Settings, partition: str) -> dict[str, Any]:
     """The report under $PARITY_HOME, else the demo's (``parity demo`` keeps its state in
     ``$PARITY_HOME/demo``), saying so."""
     try:
-        return load_report(settings.reports_dir, partition)
+        return load_report(settings.layout, partition)
     except ReportNotFoundError:
-        demo_reports = settings.home / DEMO_HOME / "reports"
-        if not report_path(demo_reports, partition).exists():
+        demo = Layout(settings.home / DEMO_HOME)
+        if not demo.report(partition).exists():
             raise
-    note(f"no report under {settings.home}; showing the demo's, from {demo_reports}")
-    return load_report(demo_reports, partition)
+    note(f"no report under {settings.home}; showing the demo's, from {demo.reports_dir}")
+    return load_report(demo, partition)
 
 
 def _register() -> None:

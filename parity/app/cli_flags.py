@@ -192,7 +192,7 @@ def cmd_rollout(
         state = rollback.read_state(conn, schema)
         values = flags.read_flags(conn, schema)
         verdict = _health(conn, schema, now)
-        hours = rollback.reconciled_hours(settings.reports_dir, state.step_started_at, now)
+        hours = rollback.reconciled_hours(settings.layout, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if action == "status":
             status = {

@@ -17,6 +17,7 @@ from parity.app.cli import cli, main
 from parity.app.common import DEMO_HOME
 from parity.core.config import Settings
 from parity.core.errors import EXIT_CONFIGURATION, EXIT_DISCREPANCIES, EXIT_OK, FlagError
+from parity.core.layout import Layout
 from parity.io.flags import parse_value
 from parity.io.reports import write_report
 from tests.core.test_report import clean_report
@@ -64,12 +65,12 @@ def test_report_finds_the_demo_s_report_and_says_so(home: Path, capsys) -> None:
     assert "parity reconcile --partition" in capsys.readouterr().err
     doc = clean_report(PARTITION)
     doc.update(missing_in_supabase=2, delivery_rate=0.5)
-    write_report(home / DEMO_HOME / "reports", doc)
+    write_report(Layout(home / DEMO_HOME), doc)
     assert main(["report", PARTITION]) == EXIT_DISCREPANCIES
     captured = capsys.readouterr()
     assert "missing_in_supabase: 2" in captured.out
     assert f"showing the demo's, from {home / DEMO_HOME / 'reports'}" in captured.err
-    write_report(home / "reports", clean_report(PARTITION))  # the home's own comes first
+    write_report(Layout(home), clean_report(PARTITION))  # the home's own comes first
     assert main(["report", PARTITION]) == EXIT_OK
     assert "demo" not in capsys.readouterr().err
 
@@ -77,7 +78,7 @@ def test_report_finds_the_demo_s_report_and_says_so(home: Path, capsys) -> None:
 def test_report_into_a_closed_pipe_ends_quietly(home: Path) -> None:
     doc = clean_report(PARTITION)
     doc["missing_keys"] = [[f"stream-{i}", i] for i in range(1, 40_000)]
-    write_report(home / "reports", doc)
+    write_report(Layout(home), doc)
     proc = subprocess.Popen(
         [sys.executable, "-m", "parity.app.cli", "report", PARTITION, "--json"],
         stdout=subprocess.PIPE,
@@ -183,7 +184,7 @@ def test_the_demo_banner_s_advice_works_as_written(home: Path, capsys) -> None:
     assert argv[2:] == ["report", red]
 
     doc = clean_report(red)
-    write_report(demo_home / "reports", doc)
+    write_report(Layout(demo_home), doc)
     proc = subprocess.run(
         argv[1:],
         env={**os.environ, "PARITY_HOME": str(demo_home)},
