@@ -13,6 +13,7 @@ composes the library with the Dagster layer.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +34,12 @@ from parity.app.common import (
 from parity.core import partitions
 from parity.core import report as reports
 from parity.core.config import Settings
-from parity.core.errors import ParityError, ReportNotFoundError
+from parity.core.errors import (
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERNAL,
+    ParityError,
+    ReportNotFoundError,
+)
 from parity.core.layout import Layout
 from parity.io.reports import load_report
 
@@ -204,6 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        # A file that cannot be written, a full disk: outside Parity, and not a discrepancy.
+        click.echo(f"parity: error: {exc}", err=True)
+        return EXIT_INFRASTRUCTURE
+    except Exception as exc:
+        # A bug. Its traceback is for the report; exit 1 would read as "discrepancies".
+        traceback.print_exc()
+        click.echo(f"parity: unexpected error (a bug in Parity): {exc!r}", err=True)
+        return EXIT_INTERNAL
     return int(result) if isinstance(result, int) else EXIT_OK
 
 

@@ -194,3 +194,42 @@ def test_the_demo_banner_s_advice_works_as_written(home: Path, capsys) -> None:
     )
     assert proc.returncode == EXIT_OK, proc.stderr
     assert red in proc.stdout
+
+
+def test_progress_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from parity.app.common import progress
+
+    def work() -> str:
+        with progress(3, "reconciling") as advance:
+            for key in ("10:00", "11:00", "12:00"):
+                advance(f"reconciled {key}", 1)
+        captured = capsys.readouterr()
+        assert captured.out == ""  # never mixed into a command's output
+        return captured.err
+
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert work() == ""  # a pipe or a log file
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat stderr as a terminal
+    drawn = work()
+    assert "reconciling: reconciled 12:00" in drawn and "3/3" in drawn
+
+
+def test_a_failure_outside_any_run_is_never_exit_1(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Exit 1 means discrepancies; a file that cannot be read is 3 and a bug is 4, each
+    with its message."""
+    import parity.app.cli as cli_module
+
+    Layout(home).report(PARTITION).mkdir(parents=True)  # where the file should be
+    assert main(["report", PARTITION]) == 3
+    assert "Is a directory" in capsys.readouterr().err
+
+    def bug(*args: object) -> None:
+        raise KeyError("partition")
+
+    monkeypatch.setattr(cli_module, "load_report", bug)
+    assert main(["report", PARTITION]) == 4
+    err = capsys.readouterr().err
+    assert "unexpected error (a bug in Parity): KeyError('partition')" in err
