@@ -4,8 +4,10 @@ Exit codes (one home: :mod:`parity.core.errors`): 0 clean, 1 discrepancies found
 or configuration error, 3 infrastructure failure (database, REST API, files, disk), 4 an
 unexpected error (a bug), 130 interrupted.
 
-Built on click, as Dagster's own command lines are: subcommands, help and usage errors come
-from it; rich draws the progress bars and tables. Commands that run Dagster jobs import
+Built on click, as Dagster's own command lines are (and already installed with it):
+subcommands, help and usage errors come from it. rich draws the progress bars and tables:
+click has a progress bar but no tables, and rich draws neither when the output is not a
+terminal, so pipes and logs get plain results. Commands that run Dagster jobs import
 :mod:`orchestration` inside their handler: the CLI is the one place in ``parity`` that
 composes the library with the Dagster layer.
 """
@@ -37,13 +39,12 @@ from parity.core.config import Settings
 from parity.core.errors import (
     EXIT_INFRASTRUCTURE,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     ParityError,
     ReportNotFoundError,
 )
 from parity.core.layout import Layout
 from parity.io.reports import load_report
-
-EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

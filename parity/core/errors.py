@@ -13,6 +13,8 @@ EXIT_CONFIGURATION = 2
 EXIT_INFRASTRUCTURE = 3
 #: Something Parity did not anticipate: a bug. The message and the run's log say where.
 EXIT_INTERNAL = 4
+#: Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 
 class ParityError(Exception):
