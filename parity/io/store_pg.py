@@ -292,7 +292,7 @@ class PostgresStore:
         if state == "42P01":
             return MissingTableError(
                 f"{action}: table {self.table} does not exist at {self.target}; correct "
-                "PARITY_EVENTS_TABLE, or create it with `parity db migrate`"
+                "PARITY_EVENTS_TABLE, or run the migrations to create it: `parity db migrate`"
             )
         if state == "42703":
             return StoreError(

@@ -356,7 +356,7 @@ class RestStore:
             )
         if code in ("PGRST205", "42P01") or status == 404:
             return MissingTableError(
-                f"{prefix}; correct PARITY_EVENTS_TABLE, or create the table with "
+                f"{prefix}; correct PARITY_EVENTS_TABLE, or run the migrations to create it: "
                 "`parity db migrate`"
             )
         if code == "42P10":
