@@ -91,7 +91,9 @@ def reconcile_partitions(
     environ: Mapping[str, str] | None = None,
     instance: dg.DagsterInstance | None = None,
     advance: Advance | None = None,
+    on_outcome: Callable[[PartitionOutcome], None] | None = None,
 ) -> list[PartitionOutcome]:
+    """Reconcile each hour in its own run; ``on_outcome`` sees each hour as it is done."""
     check_partitions(keys, environ)
     job = build_job(RECONCILE_EVENTS_JOB, environ)
     settings = Settings.from_env(environ)
@@ -120,6 +122,8 @@ def reconcile_partitions(
                 report = load_report(settings.layout, key)
             failures = [] if result.success else run_failures(result.all_events)
             outcomes.append(PartitionOutcome(key, result.success, report, failed, failures))
+            if on_outcome is not None:
+                on_outcome(outcomes[-1])
             if advance is not None:
                 advance(f"reconciled {key}", 1)
     return outcomes

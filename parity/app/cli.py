@@ -110,11 +110,19 @@ def reconcile(
     """Snapshot and reconcile hours, headless (the same job and checks as Dagster runs)."""
     keys = partition_keys(partition, from_, to)
     from orchestration.failures import exit_code
-    from orchestration.headless import check_partitions, reconcile_partitions
+    from orchestration.headless import PartitionOutcome, check_partitions, reconcile_partitions
 
     check_partitions(keys)
-    with database_in_use(settings), progress(len(keys), "reconciling") as advance:
-        outcomes = reconcile_partitions(keys, advance=advance)
+    with database_in_use(settings), progress(len(keys), "reconciling") as bar:
+
+        def show(o: PartitionOutcome) -> None:
+            # Each hour as it is done: a long range interrupted keeps what was printed.
+            for line in _outcome_lines(o):
+                bar.echo(line)
+
+        outcomes = reconcile_partitions(
+            keys, advance=bar.advance, on_outcome=None if as_json else show
+        )
     if as_json:
         print_json(
             [
@@ -130,15 +138,6 @@ def reconcile(
                 for o in outcomes
             ]
         )
-    else:
-        for o in outcomes:
-            click.echo(reports.summary_text(o.report) if o.report else f"{o.partition}  NO REPORT")
-            for check in o.failed_checks:
-                click.echo(
-                    f"  check failed: {check['check']} on {check['asset']} ({check['severity']})"
-                )
-            for failure in o.failures:
-                click.echo(f"  run failed: {failure}")
     failures = [f for o in outcomes for f in o.failures]
     if failures:
         code = exit_code(failures)
@@ -149,6 +148,16 @@ def reconcile(
         # A blocking check stopped the run before the report: a discrepancy, shown above.
         return EXIT_DISCREPANCIES
     return EXIT_OK if all(o.clean for o in outcomes) else EXIT_DISCREPANCIES
+
+
+def _outcome_lines(o: Any) -> list[str]:
+    """An hour's result as ``parity reconcile`` prints it (o: a PartitionOutcome)."""
+    lines = [reports.summary_text(o.report) if o.report else f"{o.partition}  NO REPORT"]
+    lines += [
+        f"  check failed: {c['check']} on {c['asset']} ({c['severity']})" for c in o.failed_checks
+    ]
+    lines += [f"  run failed: {failure}" for failure in o.failures]
+    return lines
 
 
 @cli.command()

@@ -74,13 +74,13 @@ def backfill(
 
     check_partitions(keys)
     hours = len(keys) if dry_run else 2 * len(keys)
-    with database_in_use(settings), progress(hours, "backfill") as advance:
+    with database_in_use(settings), progress(hours, "backfill") as bar:
         outcome = backfill_partitions(
             keys,
             dry_run=dry_run,
             all_missing=all_missing,
             batch_size=batch_size,
-            advance=advance,
+            advance=bar.advance,
         )
     reconciled = {o.partition: o for o in outcome.reconciled}
     if as_json:

@@ -29,8 +29,8 @@ def _reconcile(keys: list[str], environ: Mapping[str, str]) -> list[Any]:
     os.environ.update({k: v for k, v in environ.items() if k.startswith(DROPPED_ENV_PREFIXES)})
     from orchestration.headless import reconcile_partitions
 
-    with progress(len(keys), "reconciling") as advance:
-        return reconcile_partitions(keys, environ=environ, advance=advance)
+    with progress(len(keys), "reconciling") as bar:
+        return reconcile_partitions(keys, environ=environ, advance=bar.advance)
 
 
 @click.command()

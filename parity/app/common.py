@@ -116,10 +116,28 @@ def database_in_use(settings: Settings) -> Iterator[None]:
                 note("stopped the embedded PostgreSQL this command started")
 
 
+class HourProgress:
+    """A progress bar over hours, and the way to print a command's results while it runs."""
+
+    def __init__(self, bar: Any, task: Any, what: str) -> None:
+        self._bar, self._task, self._what = bar, task, what
+
+    def advance(self, label: str, hours: int) -> None:
+        self._bar.update(self._task, advance=hours, description=f"{self._what}: {label}")
+
+    def echo(self, text: str) -> None:
+        """A line of output (stdout) as soon as it is known; when the bar is drawn on the
+        same terminal, through the bar's console, so that the line lands above the bar."""
+        if not self._bar.disable and sys.stdout.isatty():
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            click.echo(text)
+
+
 @contextmanager
-def progress(total: int, what: str) -> Iterator[Callable[[str, int], None]]:
-    """A progress bar on stderr while hours are worked through, shown only on a terminal
-    (a pipe or a log file gets the results alone). Yields ``advance(label, hours)``."""
+def progress(total: int, what: str) -> Iterator[HourProgress]:
+    """A progress bar on stderr while hours are worked through, drawn only on a terminal
+    (a pipe or a log file gets the results alone)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -140,11 +158,9 @@ def progress(total: int, what: str) -> Iterator[Callable[[str, int], None]]:
         console=console,
         transient=True,
         disable=not console.is_terminal,
+        # Output to stdout stays on stdout (a file, when redirected), never in the bar's
+        # stderr console.
+        redirect_stdout=False,
     )
     with bar:
-        task = bar.add_task(what, total=total)
-
-        def advance(label: str, hours: int) -> None:
-            bar.update(task, advance=hours, description=f"{what}: {label}")
-
-        yield advance
+        yield HourProgress(bar, bar.add_task(what, total=total), what)

@@ -200,11 +200,13 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch, c
     from parity.app.common import progress
 
     def work() -> str:
-        with progress(3, "reconciling") as advance:
+        with progress(3, "reconciling") as bar:
             for key in ("10:00", "11:00", "12:00"):
-                advance(f"reconciled {key}", 1)
+                bar.advance(f"reconciled {key}", 1)
+                bar.echo(f"{key}  CLEAN")
         captured = capsys.readouterr()
-        assert captured.out == ""  # never mixed into a command's output
+        # The results on stdout, each as it came; the bar never in them.
+        assert captured.out == "10:00  CLEAN\n11:00  CLEAN\n12:00  CLEAN\n"
         return captured.err
 
     monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
