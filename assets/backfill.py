@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from assets.failures import surface_parity_errors
 from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
@@ -69,6 +70,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             "not written."
         ),
     )
+    @surface_parity_errors
     def missed_events_backfill(
         context: dg.AssetExecutionContext,
         config: BackfillConfig,

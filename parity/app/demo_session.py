@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -573,6 +575,9 @@ def _guide(ui: str, plan: DemoPlan, hours: dict[str, Any], home: Path) -> str:
     green = [k for k, h in hours.items() if h["colour"] == "green"]
     damaged = lost_hours(plan)
     corrupted = sorted({partitions.format_key(plan.by_key()[k].at) for k in plan.faults.corrupted})
+    # The command as it can be typed: the `parity` of this environment, which need not be on
+    # PATH, with the demo's home (its database and reports are not under $PARITY_HOME).
+    parity = shutil.which("parity", path=str(Path(sys.executable).parent)) or "parity"
     return f"""
 Parity demo is running: {ui}   (Ctrl-C stops it)
 
@@ -584,16 +589,17 @@ Parity demo is running: {ui}   (Ctrl-C stops it)
                  -> event_reconciliation -> missed_events_backfill, migration_scorecard;
                  rollout: feature_flags)
   Red now        {", ".join(red) or "-"}    green: {", ".join(green) or "-"}
-  Rollback       within a minute rollback_on_health_triggers sees the ongoing outage in
-                 delivery_metrics and launches rollback_job; rollback_on_check_failure
-                 reacts to the lost CRITICAL events. Runs: {ui}/runs
-                 Flags afterwards: PARITY_HOME={home} parity flags history
+  Rollback       {ui}/automation: within a minute rollback_on_health_triggers sees the ongoing
+                 outage in delivery_metrics and launches rollback_job;
+                 rollback_on_check_failure reacts to the lost CRITICAL events. Runs: {ui}/runs
   Repair         no click needed: repair_lost_events backfills {", ".join(damaged) or "-"}
                  (dropped writes) and reconcile_after_backfill reconciles it again; it turns
                  green on the scorecard within a few minutes (Runs: rollback_job ->
                  backfill_missed_events_job -> reconcile_events_job). The corrupted-payload
                  hour {", ".join(corrupted) or "-"} stays red: a backfill never overwrites a
                  stored row, so the altered one waits for a person.
+  From a shell   PARITY_HOME={home} {parity} flags history
+                 PARITY_HOME={home} {parity} report {(red or green or ["<hour>"])[0]}
   Files          ws log {home / "ws-log"}, reports {home / "reports"},
                  dagster dev log {home / "dagster-dev.log"}
 """
