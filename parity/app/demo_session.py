@@ -445,7 +445,11 @@ def run_demo(
             stats = traffic.stop()
             traffic = None
             with store.connection() as conn:
-                health = evaluate_and_roll_back(conn, schema, dt.datetime.now(dt.UTC))
+                # As a sensor tick during the outage sees it: at the instant the traffic
+                # stopped, not after the seconds stopping takes (on a busy machine those
+                # would read as a gap in delivery_metrics, i.e. no data).
+                at = stats.end or dt.datetime.now(dt.UTC)
+                health = evaluate_and_roll_back(conn, schema, at)
             out(f"  health triggers: {_triggers_line(health)}")
             if health["fired"]:
                 out(f"  ROLLBACK applied ({health['reason']}): {health['changes']}")
