@@ -9,12 +9,11 @@ import json
 from contextlib import contextmanager
 from typing import Any
 
-from parity.core import rollout, triggers
+from parity.core import rollout
 from parity.core.config import Settings
-from parity.core.errors import ConfigurationError, FlagError
-from parity.io import flags, rollback
-from parity.io.metrics import load_samples, lookback
-from parity.io.store import open_store
+from parity.core.errors import FlagError
+from parity.core.routing import FLAG_DEFAULTS, parse_flag_value, validate_flag
+from parity.io import control, rollback
 
 EXIT_OK = 0
 
@@ -27,20 +26,13 @@ def cli_actor() -> str:
 
 
 @contextmanager
-def flag_connection(settings: Settings):  # noqa: ANN201
-    """A PostgreSQL connection to the flag tables. Flags change in transactions, which the
-    REST API cannot span, so this needs PARITY_DATABASE_URL (or the embedded server)."""
-    if settings.transport == "rest":
-        raise ConfigurationError(
-            "changing flags needs a PostgreSQL connection: set PARITY_DATABASE_URL "
-            "(the project's direct or session-pooler URL)"
-        )
-    store = open_store(settings)
+def control_plane(settings: Settings):  # noqa: ANN201
+    """The control plane the settings point at: PostgreSQL, or the Supabase REST API."""
+    plane = control.open_control_plane(settings)
     try:
-        with store.connection() as conn:  # type: ignore[attr-defined]
-            yield conn, store.table.schema
+        yield plane
     finally:
-        store.close()
+        plane.close()
 
 
 def _show(value: Any) -> str:
@@ -48,8 +40,8 @@ def _show(value: Any) -> str:
 
 
 def cmd_flags_list(args: argparse.Namespace, settings: Settings) -> int:
-    with flag_connection(settings) as (conn, schema):
-        values = flags.read_flags(conn, schema)
+    with control_plane(settings) as plane:
+        values = plane.read_flags()
     if args.json:
         print(json.dumps(values, indent=2))
     else:
@@ -60,11 +52,9 @@ def cmd_flags_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_flags_set(args: argparse.Namespace, settings: Settings) -> int:
-    value = flags.parse_value(args.name, args.value)
-    with flag_connection(settings) as (conn, schema):
-        rows = flags.set_flags(
-            conn,
-            schema,
+    value = parse_flag_value(args.name, args.value)
+    with control_plane(settings) as plane:
+        rows = plane.set_flags(
             {args.name: value},
             actor=args.actor or cli_actor(),
             reason=args.reason,
@@ -78,10 +68,12 @@ def cmd_flags_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_flags_history(args: argparse.Namespace, settings: Settings) -> int:
-    if args.name and args.name not in flags.FLAG_DEFAULTS and args.name not in flags.RESERVED_FLAGS:
-        flags.validate(args.name, None)  # raises with the list of known flags
-    with flag_connection(settings) as (conn, schema):
-        rows = flags.history(conn, schema, args.name, limit=args.limit)
+    if args.name and args.name not in FLAG_DEFAULTS and args.name not in control.RESERVED_FLAGS:
+        validate_flag(args.name, None)  # raises with the list of known flags
+    with control_plane(settings) as plane:
+        rows = plane.history(args.name)
+    if args.limit is not None:
+        rows = rows[-args.limit :] if args.limit > 0 else []
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
         return EXIT_OK
@@ -119,10 +111,9 @@ def _now() -> dt.datetime:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    with flag_connection(settings) as (conn, schema):
-        applied = rollback.apply_rollback(
-            conn,
-            schema,
+    with control_plane(settings) as plane:
+        applied = control.apply_rollback(
+            plane,
             actor=args.actor or cli_actor(),
             reason=args.reason,
             evidence={"trigger": "manual", "source": "cli"},
@@ -145,19 +136,15 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _health(conn, schema: str, now: dt.datetime) -> triggers.HealthVerdict:  # noqa: ANN001
-    config = triggers.TriggerConfig()
-    return triggers.evaluate(load_samples(conn, schema, now - lookback(config), now), now, config)
-
-
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
     now = _now()
     config = rollout.RolloutConfig()
     actor = args.actor or cli_actor()
-    with flag_connection(settings) as (conn, schema):
-        state = rollback.read_state(conn, schema)
-        values = flags.read_flags(conn, schema)
-        verdict = _health(conn, schema, now)
+    with control_plane(settings) as plane:
+        values = plane.read_flags(include_reserved=True)
+        state = control.read_state_from(values)
+        values = {k: v for k, v in values.items() if k in FLAG_DEFAULTS}
+        verdict = control.read_health(plane, now).verdict
         hours = rollback.reconciled_hours(settings.reports_dir, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if args.rollout_command == "status":
@@ -187,11 +174,10 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
                 transition = rollout.resume(state, values, config, now)
             changes, next_state = dict(transition.flag_changes), transition.state
             reason, evidence = args.reason, {"action": args.rollout_command, "source": "cli"}
-        applied = rollback.apply_transition(
-            conn,
-            schema,
+        applied = control.apply_transition(
+            plane,
             expected_state=state,
-            expected_flags={k: values[k] for k in flags.FLAG_DEFAULTS},
+            expected_flags=values,
             flag_changes=changes,
             next_state=next_state,
             actor=actor,
