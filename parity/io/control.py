@@ -26,27 +26,33 @@ from typing import Any, Protocol, runtime_checkable
 from parity.core import rollout, triggers
 from parity.core.config import Settings
 from parity.core.errors import ConcurrentUpdateError, FlagError
-from parity.core.routing import FLAG_DEFAULTS, FlagTimeline, validate_flag
+from parity.core.routing import FLAG_DEFAULTS, FlagTimeline
+from parity.io.flagrows import (
+    RESERVED_FLAGS,
+    ROLLOUT_STATE_FLAG,
+    AuditRow,
+    read_state_from,
+)
 
-ROLLOUT_STATE_FLAG = rollout.ROLLOUT_STATE_FLAG
-#: Rows of ``feature_flags`` that are Parity's own state, never set by hand.
-RESERVED_FLAGS = frozenset({ROLLOUT_STATE_FLAG})
+__all__ = [
+    "RESERVED_FLAGS",
+    "ROLLOUT_STATE_FLAG",
+    "Applied",
+    "AuditRow",
+    "ControlPlane",
+    "Health",
+    "apply_rollback",
+    "apply_transition",
+    "load_timeline",
+    "lookback",
+    "open_control_plane",
+    "read_health",
+    "read_state",
+    "read_state_from",
+]
+
 #: How often a rollback re-reads and retries when another writer got in first.
 ROLLBACK_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    """One row of ``feature_flag_audit``."""
-
-    id: int
-    flag: str
-    old_value: Any
-    new_value: Any
-    changed_at: dt.datetime
-    actor: str
-    reason: str
-    evidence: Any
 
 
 @runtime_checkable
@@ -120,48 +126,6 @@ def open_control_plane(
     )
 
 
-# -- what both implementations share --------------------------------------------------------
-
-
-def checked_changes(changes: Mapping[str, Any], actor: str, reason: str) -> dict[str, Any]:
-    """``changes`` with every catalogue value validated; FlagError names what is wrong."""
-    if not reason.strip():
-        raise FlagError("a flag change needs a reason (--reason)")
-    if not actor.strip():
-        raise FlagError("a flag change needs an actor")
-    return {
-        name: value if name in RESERVED_FLAGS else validate_flag(name, value)
-        for name, value in changes.items()
-    }
-
-
-def in_force(rows: Mapping[str, Any], *, include_reserved: bool) -> dict[str, Any]:
-    """Stored ``feature_flags`` rows as the values in force: defaults for flags never set,
-    names outside the catalogue ignored."""
-    values: dict[str, Any] = dict(FLAG_DEFAULTS)
-    for name, value in rows.items():
-        if name in FLAG_DEFAULTS or (include_reserved and name in RESERVED_FLAGS):
-            values[name] = value
-    return values
-
-
-def audit_row(raw: Mapping[str, Any]) -> AuditRow:
-    """An audit row from its JSON form (the SQL function's result, a PostgREST row)."""
-    changed_at = raw["changed_at"]
-    if isinstance(changed_at, str):
-        changed_at = dt.datetime.fromisoformat(changed_at)
-    return AuditRow(
-        int(raw["id"]),
-        raw["flag"],
-        raw["old_value"],
-        raw["new_value"],
-        changed_at.astimezone(dt.UTC),
-        raw["actor"],
-        raw["reason"],
-        raw["evidence"],
-    )
-
-
 # -- decisions applied through the seam -----------------------------------------------------
 
 
@@ -172,12 +136,6 @@ class Applied:
     flags_after: dict[str, Any]
     audit_ids: list[int]
     state: rollout.RolloutState
-
-
-def read_state_from(values: Mapping[str, Any]) -> rollout.RolloutState:
-    """The rollout state in flag values read with ``include_reserved``."""
-    raw = values.get(ROLLOUT_STATE_FLAG)
-    return rollout.RolloutState() if raw is None else rollout.RolloutState.from_json(raw)
 
 
 def read_state(control: ControlPlane) -> rollout.RolloutState:

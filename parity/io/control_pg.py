@@ -22,7 +22,7 @@ from parity.core.errors import ConcurrentUpdateError, FlagError, StoreError
 from parity.core.rollout import RolloutState
 from parity.core.routing import FLAG_DEFAULTS
 from parity.core.triggers import MetricSample
-from parity.io.control import (
+from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
     AuditRow,
     audit_row,
@@ -123,7 +123,7 @@ def _error(exc: psycopg.Error, schema: str) -> Exception:
         return ConcurrentUpdateError(f"{text.removeprefix('parity: ')}; re-read and retry")
     if state == "22023":
         return FlagError(text.removeprefix("parity: "))
-    if state in ("42883", "42P01"):
+    if state in ("42883", "42P01", "3F000"):
         return StoreError(
             f"schema {schema!r} has no {SET_FLAGS_FUNCTION} function or flag tables "
             f"({text}): run `parity db migrate`"

@@ -29,7 +29,7 @@ from parity.core.errors import (
 )
 from parity.core.routing import FLAG_DEFAULTS
 from parity.core.triggers import MetricSample
-from parity.io.control import AuditRow, audit_row, checked_changes, in_force
+from parity.io.flagrows import AuditRow, audit_row, checked_changes, in_force
 from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
 
 Row = dict[str, Any]

@@ -17,7 +17,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from parity.core import rollout
 from parity.core.config import TableName
-from parity.core.errors import ConcurrentUpdateError, FlagError, StoreConnectionError
+from parity.core.errors import (
+    ConcurrentUpdateError,
+    FlagError,
+    StoreConnectionError,
+    StoreError,
+)
 from parity.core.routing import FLAG_DEFAULTS, SUPABASE_ROLLOUT_PERCENTAGE
 from parity.io import control, control_pg
 from parity.io.control import ROLLOUT_STATE_FLAG, AuditRow, ControlPlane
@@ -370,3 +375,73 @@ def test_service_role_reads_and_calls(api: SupabaseRest, clean: None) -> None:
         assert plane.set_flags({PERCENT: 10}, actor="svc", reason="r")
         assert plane.read_flags()[PERCENT] == 10
         assert len(plane.history()) == 1
+
+
+def test_an_unmigrated_schema_is_named_with_what_to_do(db_url: str, api: SupabaseRest) -> None:
+    with pytest.raises(StoreError, match="parity db migrate"):
+        PostgresControlPlane(db_url, "not_migrated").read_flags()
+    with pytest.raises(StoreError, match="parity db migrate"):
+        PostgresControlPlane(db_url, "not_migrated").set_flags({PERCENT: 1}, actor="a", reason="r")
+    with RestControlPlane(api.url, api.service_role_key, "not_exposed") as plane:
+        with pytest.raises(StoreError, match="expose schema 'not_exposed'"):
+            plane.read_flags()
+
+
+def test_errors_never_carry_the_password_or_the_key(db_url: str, api: SupabaseRest) -> None:
+    params = conninfo_to_dict(db_url)
+    wrong = make_conninfo(**{**params, "password": "s3cret-pw", "port": "1"})  # type: ignore[arg-type]
+    with pytest.raises(StoreConnectionError) as err:
+        PostgresControlPlane(wrong, TABLE.schema, connect_timeout_s=2).read_flags()
+    assert "s3cret-pw" not in str(err.value)
+    key = api.anon_key
+    with RestControlPlane(api.url, key, TABLE.schema) as plane:
+        with pytest.raises(StoreConnectionError) as err2:
+            plane.history()
+    assert key not in str(err2.value)
+
+
+def test_a_database_migrated_before_003_is_upgraded_in_place(pg_url: str, pg_schema: str) -> None:
+    """001 and 002 may already be applied in users' databases: migrating again applies 003
+    alone, which takes back what 002 gave ``authenticated`` and adds the function."""
+    from parity.io.migrate import compose, migrations
+
+    table = TableName(pg_schema, "monitoring_events")
+    migrate(pg_url, table)
+    by_name = {m.name: m for m in migrations()}
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # Back to how 002 left it: its grants and policies, no function, 003 not recorded.
+        conn.execute(
+            sql.SQL("drop function {}").format(sql.Identifier(pg_schema, SET_FLAGS_FUNCTION))
+        )
+        conn.execute(compose(by_name["002_supabase"].template, table))
+        conn.execute(
+            sql.SQL("delete from {} where name = '003_control_plane'").format(
+                sql.Identifier(pg_schema, MIGRATIONS_TABLE)
+            )
+        )
+        granted = conn.execute(
+            "select count(*) from information_schema.role_table_grants "
+            "where table_schema = %s and grantee = 'authenticated'",
+            [pg_schema],
+        ).fetchone()
+        assert granted and granted[0] > 0
+    assert migrate(pg_url, table) == ["003_control_plane"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert (
+            conn.execute(
+                "select grantee, table_name from information_schema.role_table_grants "
+                "where table_schema = %s and grantee in ('anon', 'authenticated')",
+                [pg_schema],
+            ).fetchall()
+            == []
+        )
+        assert (
+            conn.execute(
+                "select policyname from pg_policies where schemaname = %s "
+                "and policyname = 'parity_authenticated_read'",
+                [pg_schema],
+            ).fetchall()
+            == []
+        )
+        plane = PostgresControlPlane(pg_url, pg_schema)
+        assert plane.set_flags({PERCENT: 5}, actor="a", reason="after the upgrade")
