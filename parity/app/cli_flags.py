@@ -145,7 +145,7 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
         state = control.read_state_from(values)
         values = {k: v for k, v in values.items() if k in FLAG_DEFAULTS}
         verdict = control.read_health(plane, now).verdict
-        hours = rollback.reconciled_hours(settings.reports_dir, state.step_started_at, now)
+        hours = rollback.reconciled_hours(settings.layout, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if args.rollout_command == "status":
             status = {

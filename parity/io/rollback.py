@@ -5,19 +5,19 @@ clean, and the alert that a rollback fired. The flag writes are
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from parity.core import partitions, rollout
 from parity.core import report as reports
 from parity.core.errors import ReportNotFoundError
+from parity.core.layout import Layout
 from parity.io.control import Applied
 from parity.io.notify import Delivery, post_webhook
 from parity.io.reports import load_report
 
 
 def reconciled_hours(
-    reports_dir: Path, since: dt.datetime | None, now: dt.datetime, limit: int = 72
+    layout: Layout, since: dt.datetime | None, now: dt.datetime, limit: int = 72
 ) -> list[rollout.ReconciledHour]:
     """Each complete hour from ``since`` (at most ``limit`` hours back) to now: clean,
     dirty, or None when it has no report yet."""
@@ -26,7 +26,7 @@ def reconciled_hours(
     hours = []
     while hour < last:
         try:
-            doc = load_report(reports_dir, partitions.format_key(hour))
+            doc = load_report(layout, partitions.format_key(hour))
             clean: bool | None = reports.is_clean(doc)
         except ReportNotFoundError:
             clean = None
