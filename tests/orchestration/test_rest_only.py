@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from assets.flags import feature_flags
 from assets.resources import parity_resource_from_env
 from orchestration.definitions import build_definitions
 from orchestration.rollout import (
@@ -207,3 +208,18 @@ def test_the_cli_reads_and_changes_flags_over_rest(
     assert not rollout.RolloutState.from_json(
         flags_over_sql(db_url)[rollout.ROLLOUT_STATE_FLAG]
     ).rollback_in_force
+
+
+def test_the_feature_flags_asset_is_observed_over_rest(rest_env: dict, db_url: str) -> None:
+    set_over_sql(db_url, {PERCENT: 50})
+    defs = dg.Definitions(
+        assets=[feature_flags],
+        jobs=[dg.define_asset_job("observe_flags", selection=[feature_flags])],
+        resources={"parity": parity_resource_from_env()},
+    )
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("observe_flags").execute_in_process(instance=instance)
+    [observation] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    metadata = observation.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
+    assert metadata[PERCENT].value == "50"
+    assert "setup" in metadata["recent_changes"].value
