@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from parity.core.errors import ConcurrentUpdateError, FlagError, StoreError
 from parity.core.rollout import RolloutState
-from parity.core.routing import FLAG_DEFAULTS
+from parity.core.routing import FLAG_DEFAULTS, validate_flag
 from parity.core.triggers import MetricSample
 from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
@@ -154,8 +154,8 @@ def history(
 
 def import_history(conn: psycopg.Connection[Any], schema: str, rows: list[AuditRow]) -> int:
     """Append history from an earlier flag system (DESIGN 4), keeping its timestamps."""
-    checked = [checked_changes({r.flag: r.new_value}, r.actor, r.reason) for r in rows]
-    del checked  # validation only: a bad row refuses the whole import
+    for r in rows:  # one bad value refuses the whole import
+        validate_flag(r.flag, r.new_value)
     with conn.transaction():
         with conn.cursor() as cur:
             cur.executemany(
