@@ -24,6 +24,7 @@ from parity.core.errors import (
     ConcurrentUpdateError,
     ConfigurationError,
     FlagError,
+    MissingTableError,
     StoreConnectionError,
     StoreError,
 )
@@ -216,7 +217,7 @@ class RestControlPlane:
                 f"{prefix}; expose schema {self.schema!r} in the project's API settings"
             )
         if code in ("PGRST202", "PGRST205", "42P01", "42883") or status == 404:
-            return StoreError(f"{prefix}; run the migrations (`parity db migrate`)")
+            return MissingTableError(f"{prefix}; run the migrations (`parity db migrate`)")
         return StoreError(prefix)
 
     def _scrub(self, text: str) -> str:
