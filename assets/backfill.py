@@ -22,7 +22,7 @@ from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
 from parity.core.repair import MISSING_KEYS_DIGEST, Attempt, keys_digest
 from parity.io import backfill as bf
-from parity.io.flags import load_timeline
+from parity.io.control import load_timeline
 from parity.io.wslog import read_window
 
 GROUP = "repair"
@@ -85,9 +85,13 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         grace = dt.timedelta(hours=parity.log_grace_hours)
         results: list[bf.BackfillResult] = []
         digests: dict[str, str | None] = {}
+        plane = parity.open_control_plane()
+        try:
+            timeline = load_timeline(plane)
+        finally:
+            plane.close()
         store = parity.open_store()
         try:
-            timeline = load_timeline(store)
             for key in context.partition_keys:
                 start, end = partitions.window(key)
                 read_log = functools.partial(
