@@ -30,7 +30,7 @@ from orchestration.rollout import ROLLBACK_ON_CHECK_FAILURE, ROLLBACK_ON_HEALTH_
 from orchestration.scorecard import SCORECARD_SENSOR
 from parity.core.events import make_event
 from parity.core.repair import RepairPolicy
-from parity.io import flags
+from parity.io import control_pg
 from parity.io.reports import load_report
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
 from tests.orchestration.test_rollback_and_sensors import insert_samples
@@ -158,7 +158,7 @@ def test_the_outage_hour_of_a_health_rollback_is_repaired_with_no_person_involve
         assert config["ops"]["apply_rollback"]["config"]["partitions"] == [PARTITION]
         with world_env.store().connection() as conn:
             assert (
-                flags.read_flags(conn, world_env.table.schema)[
+                control_pg.read_flags(conn, world_env.table.schema)[
                     "MONITORING_CRITICAL_EVENTS_SUPABASE"
                 ]
                 is False
@@ -200,7 +200,7 @@ def test_the_outage_hour_of_a_health_rollback_is_repaired_with_no_person_involve
 
 def test_a_quiet_loss_is_repaired_without_a_rollback(world_env: World, clock: Clock) -> None:
     with world_env.store().connection() as conn:
-        flags.set_flags(
+        control_pg.set_flags(
             conn,
             world_env.table.schema,
             {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 100},
