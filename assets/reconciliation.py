@@ -240,12 +240,14 @@ def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: st
     """Asset check results computed from the asset's own data (see checks/)."""
     selected = {key.name for key in context.selected_asset_check_keys}
     if selected:
+        settings = parity.settings()
         yield from evaluate_checks(
             asset,
             data,
             selected,
             context.partition_key,
-            reports_dir=parity.settings().reports_dir,
+            reports_dir=settings.reports_dir,
+            criteria=settings.knobs.slo,
         )
 
 

@@ -14,6 +14,7 @@ from parity.core.config import Settings
 from parity.core.errors import ConfigurationError, FlagError
 from parity.io import flags, rollback
 from parity.io.metrics import load_samples, lookback
+from parity.io.notify import Notifier
 from parity.io.store import open_store
 
 EXIT_OK = 0
@@ -134,30 +135,33 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     for name, value in applied.changes.items():
         print(f"{name} -> {_show(value)}")
     print("rollback in force until `parity rollout resume`")
-    if settings.alert_webhook_url:
-        delivery = rollback.notify_rollback(
-            settings.alert_webhook_url,
-            applied,
-            reason=args.reason,
-            evidence={"trigger": "manual", "source": "cli"},
-        )
-        print(f"webhook: {delivery.detail}")
+    delivery = rollback.notify_rollback(
+        Notifier.from_settings(settings),
+        applied,
+        reason=args.reason,
+        evidence={"trigger": "manual", "source": "cli"},
+    )
+    print(f"alert: {delivery.detail}")
     return EXIT_OK
 
 
-def _health(conn, schema: str, now: dt.datetime) -> triggers.HealthVerdict:  # noqa: ANN001
-    config = triggers.TriggerConfig()
+def _health(
+    conn,  # noqa: ANN001
+    schema: str,
+    now: dt.datetime,
+    config: triggers.TriggerConfig,
+) -> triggers.HealthVerdict:
     return triggers.evaluate(load_samples(conn, schema, now - lookback(config), now), now, config)
 
 
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
     now = _now()
-    config = rollout.RolloutConfig()
+    config = settings.knobs.rollout
     actor = args.actor or cli_actor()
     with flag_connection(settings) as (conn, schema):
         state = rollback.read_state(conn, schema)
         values = flags.read_flags(conn, schema)
-        verdict = _health(conn, schema, now)
+        verdict = _health(conn, schema, now, settings.knobs.triggers)
         hours = rollback.reconciled_hours(settings.reports_dir, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if args.rollout_command == "status":

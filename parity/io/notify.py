@@ -1,5 +1,11 @@
-"""Rollback notifications: a log line always, and a JSON POST when a webhook is configured.
-A failing webhook never blocks or fails the rollback."""
+"""The one notification path: every alert (``parity.core.alerts``) goes to the Apprise URLs
+of ``PARITY_ALERT_URLS`` (Slack, Teams, Discord, email, PagerDuty, ``json://`` webhooks...)
+and, as a JSON POST, to ``PARITY_ALERT_WEBHOOK_URL``. A log line is written always.
+
+Sending never raises and is bounded in time: a dead target never blocks the rollback or
+repair that is being reported, which has already happened when the alert is sent. Target
+URLs carry tokens, so nothing here prints more of a URL than its scheme or host.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import apprise
 import httpx
 import orjson
 
+from parity.core.alerts import Alert
+from parity.core.config import Settings
+from parity.core.errors import ConfigurationError
+
 log = logging.getLogger("parity.io.notify")
+
+#: Upper bound on one Apprise call over all its targets, in seconds.
+APPRISE_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,25 @@ def _host(url: str) -> str:
     # Webhook URLs often carry a token in the path or query: name only the host.
     parts = urlsplit(url)
     return parts.hostname or "webhook"
+
+
+def _schemes(text: str) -> list[str]:
+    return [url.split("://", 1)[0] for url in apprise.utils.parse.parse_urls(text)]
+
+
+def load_targets(text: str) -> apprise.Apprise:
+    """Apprise with every URL of ``text`` (space- or comma-separated); a URL Apprise does
+    not understand is a ConfigurationError naming its scheme, never the URL."""
+    targets = apprise.Apprise()
+    if not targets.add(text) or len(targets) != len(_schemes(text)):
+        known = {type(s).__name__ for s in targets}
+        raise ConfigurationError(
+            f"PARITY_ALERT_URLS: not every URL is one Apprise can send to (schemes given: "
+            f"{', '.join(_schemes(text)) or 'none'}; understood: {len(targets)}"
+            f"{' ' + ', '.join(sorted(known)) if known else ''}); see "
+            "https://github.com/caronc/apprise/wiki for the URL of each service"
+        )
+    return targets
 
 
 def post_webhook(
@@ -53,12 +86,67 @@ def post_webhook(
                 ok = response.status_code < 300
                 detail = f"HTTP {response.status_code} from {_host(url)}"
                 if not ok:
-                    log.warning("rollback webhook refused: %s", detail)
+                    log.warning("alert webhook refused: %s", detail)
                 return Delivery(ok, attempt, detail)
             last = f"HTTP {response.status_code} from {_host(url)}"
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__} posting to {_host(url)}"
         if attempt < attempts:
             sleep(backoff_s * 2 ** (attempt - 1))
-    log.warning("rollback webhook not delivered after %d attempts: %s", attempts, last)
+    log.warning("alert webhook not delivered after %d attempts: %s", attempts, last)
     return Delivery(False, attempts, last)
+
+
+class Notifier:
+    """Sends alerts to the configured targets; with none configured it only logs."""
+
+    def __init__(
+        self,
+        alert_urls: str | None = None,
+        webhook_url: str | None = None,
+        *,
+        timeout_s: float = APPRISE_TIMEOUT_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._targets = load_targets(alert_urls) if alert_urls else None
+        self._webhook_url = webhook_url
+        self._timeout_s = timeout_s
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Notifier:
+        return cls(settings.alert_urls, settings.alert_webhook_url)
+
+    @property
+    def configured(self) -> bool:
+        return self._targets is not None or self._webhook_url is not None
+
+    def send(self, alert: Alert) -> Delivery:
+        """Deliver ``alert`` to every target. Never raises; says what was delivered."""
+        log.warning("alert %s: %s: %s", alert.kind, alert.title, alert.body)
+        details: list[str] = []
+        delivered = attempts = 0
+        if self._targets is not None:
+            attempts += 1
+            try:
+                result = self._targets.notify(
+                    body=f"{alert.body}\n\n{orjson.dumps(alert.payload(), default=str).decode()}",
+                    title=alert.title,
+                    notify_type=apprise.NotifyType(alert.level.value),
+                    timeout=self._timeout_s,
+                )
+                ok = bool(result)
+            except Exception as exc:  # a plugin bug must not stop a rollback's report
+                ok = False
+                log.warning("apprise raised %s while sending an alert", type(exc).__name__)
+            delivered += ok
+            details.append(f"apprise ({len(self._targets)} targets): {'sent' if ok else 'FAILED'}")
+        if self._webhook_url is not None:
+            result = post_webhook(self._webhook_url, alert.payload(), sleep=self._sleep)
+            attempts += result.attempts
+            delivered += result.delivered
+            details.append(f"webhook: {result.detail}")
+        if not details:
+            return Delivery(False, 0, "no alert target configured (PARITY_ALERT_URLS)")
+        expected = (self._targets is not None) + (self._webhook_url is not None)
+        return Delivery(delivered == expected, attempts, "; ".join(details))

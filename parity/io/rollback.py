@@ -14,11 +14,11 @@ from typing import Any
 
 from psycopg import Connection
 
-from parity.core import partitions, rollout
+from parity.core import alerts, partitions, rollout
 from parity.core import report as reports
 from parity.core.errors import ConcurrentUpdateError, FlagError, ReportNotFoundError
 from parity.io import flags as flagdb
-from parity.io.notify import Delivery, post_webhook
+from parity.io.notify import Delivery, Notifier
 from parity.io.reports import load_report
 
 
@@ -76,6 +76,16 @@ def apply_rollback(
     return Applied(True, changes, after, [r.id for r in rows], transition.state)
 
 
+def preview_rollback(conn: Connection, schema: str) -> Applied:
+    """What :func:`apply_rollback` would change now, changing nothing (rollback dry-run
+    mode): ``changes`` holds the flags it would set, ``applied`` is False."""
+    plan = rollout.rollback_plan()
+    state = read_state(conn, schema)
+    current = flagdb.read_flags(conn, schema)
+    changes = {k: v for k, v in plan.items() if current.get(k) != v}
+    return Applied(False, changes, current, [], state)
+
+
 def apply_transition(
     conn: Connection,
     schema: str,
@@ -131,22 +141,23 @@ def reconciled_hours(
 
 
 def notify_rollback(
-    url: str,
+    notifier: Notifier,
     applied: Applied,
     *,
     reason: str,
     evidence: dict[str, Any],
     run_id: str | None = None,
+    dry_run: bool = False,
 ) -> Delivery:
-    """POST the rollback to the alert webhook (never raises; see parity.notify)."""
-    return post_webhook(
-        url,
-        {
-            "event": "parity.rollback",
-            "reason": reason,
-            "changes": applied.changes,
-            "flags": applied.flags_after,
-            "evidence": evidence,
-            "run_id": run_id,
-        },
+    """Alert the rollback, or in dry-run mode the rollback that would have been made
+    (never raises; see parity.io.notify)."""
+    return notifier.send(
+        alerts.rollback_alert(
+            reason=reason,
+            changes=applied.changes,
+            flags=applied.flags_after,
+            evidence=evidence,
+            run_id=run_id,
+            dry_run=dry_run,
+        )
     )

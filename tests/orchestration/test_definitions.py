@@ -8,9 +8,10 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from assets.resources import parity_resource_from_env
+from assets.resources import parity_resource
 from orchestration.definitions import build_definitions, defs
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
+from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
 
 ENV = {"PARITY_HOME": "/tmp/parity-defs-test", "PARITY_PARTITIONS_START": "2026-11-20"}
@@ -87,7 +88,7 @@ def test_default_start_is_recent(monkeypatch: pytest.MonkeyPatch):
         (dt.datetime(2026, 11, 28, 12, 30, tzinfo=dt.UTC), "90", "2026-11-28-10:00"),
     ],
 )
-def test_schedule_requests_the_last_complete_hour(env, monkeypatch, tick, lag, expected):
+def test_schedule_requests_the_last_complete_hour(world_env, monkeypatch, tick, lag, expected):
     if lag:
         monkeypatch.setenv("PARITY_SCHEDULE_LAG_MINUTES", lag)
     loaded = build_definitions()
@@ -99,6 +100,7 @@ def test_schedule_requests_the_last_complete_hour(env, monkeypatch, tick, lag, e
             instance=instance,
             scheduled_execution_time=tick,
             repository_def=loaded.get_repository_def(),
+            resources={"parity": loaded.resources["parity"]},
         )
         result = schedule.evaluate_tick(context)
     [request] = result.run_requests
@@ -116,6 +118,7 @@ def test_schedule_skips_hours_before_the_first_partition(env):
                 instance=instance,
                 scheduled_execution_time=tick,
                 repository_def=loaded.get_repository_def(),
+                resources={"parity": loaded.resources["parity"]},
             )
         )
     assert not result.run_requests
@@ -143,13 +146,13 @@ def test_backfill_over_a_range_runs_one_hour_per_run(env):
 
 
 def test_secrets_reach_dagster_as_env_vars_not_values():
-    resource = parity_resource_from_env(
-        {
-            "PARITY_HOME": "/x",
-            "PARITY_DATABASE_URL": "postgresql://u:hunter2@h/db",
-            "SUPABASE_SERVICE_ROLE_KEY": "sekrit",
-        }
-    )
+    environ = {
+        "PARITY_HOME": "/x",
+        "PARITY_DATABASE_URL": "postgresql://u:hunter2@h/db",
+        "SUPABASE_SERVICE_ROLE_KEY": "sekrit",
+        "PARITY_ALERT_URLS": "json://127.0.0.1:9/hook?token=t0ken",
+    }
+    resource = parity_resource(Settings.from_env(environ), environ)
     shown = repr(resource.__dict__) + repr(resource)
-    assert "hunter2" not in shown and "sekrit" not in shown
+    assert "hunter2" not in shown and "sekrit" not in shown and "t0ken" not in shown
     assert "PARITY_DATABASE_URL" in shown

@@ -1,0 +1,269 @@
+"""Alert sensors: discrepancies, silent producers, the plan's thresholds, failed runs.
+
+Each sensor reads what Dagster or ``delivery_metrics`` holds, hands it with the state kept
+in its cursor to a pure decision in ``parity.core.alerts``, sends the alerts of what
+changed through ``parity.io.notify`` and stores the new state. The cursor is written after
+the alerts are sent, so a tick that dies midway re-sends rather than loses an alert; a
+tick that sees nothing new sends nothing. None of these sensors launches a run.
+
+- ``alert_on_discrepancies``: per hour, red when a check's latest result is an ERROR
+  failure (or a WARN one, ``PARITY_ALERT_ON_WARN``), green when none is; one alert when an
+  hour goes red and one when it is green again. Also one alert per hour whose backfill
+  left events it could not write (conflicting copies, invalid checksums).
+- ``alert_on_delivery_health``: producers gone silent and back; write error rate and
+  connection recovery against the plan's targets.
+- ``alert_on_run_failure``: every failed run of this code location.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL
+from assets.resources import ParityResource
+from orchestration.rollout import CheckCursor, scan_check_results
+from parity.core import alerts
+from parity.core.knobs import AlertPolicy
+from parity.core.triggers import TriggerConfig
+from parity.io.metrics import last_sample_per_producer, load_samples
+from parity.io.notify import Notifier
+
+ALERT_ON_DISCREPANCIES = "alert_on_discrepancies"
+ALERT_ON_DELIVERY_HEALTH = "alert_on_delivery_health"
+ALERT_ON_RUN_FAILURE = "alert_on_run_failure"
+ALERT_SENSOR_INTERVAL_S = 30
+BACKFILL_KEY = dg.AssetKey(MISSED_EVENTS_BACKFILL)
+#: Red hours and unrepaired hours a cursor remembers; older ones are dropped (oldest first).
+MAX_REMEMBERED_HOURS = 2000
+#: How far back a producer's last sample is looked for (a silent one stays known this long).
+PRODUCER_LOOKBACK = dt.timedelta(hours=24)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def send_all(notifier: Notifier, found: Iterable[alerts.Alert], log: Any) -> list[str]:
+    sent = []
+    for alert in found:
+        delivery = notifier.send(alert)
+        log.info(f"alert {alert.kind} ({alert.title}): {delivery.detail}")
+        sent.append(alert.title)
+    return sent
+
+
+# -- discrepancies ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiscrepancyCursor:
+    checks: CheckCursor
+    #: Red hours -> their failing checks.
+    red: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Highest missed_events_backfill materialization already looked at.
+    backfill_after: int = 0
+    #: Hours already alerted as not repairable (until they are green again).
+    unrepaired: tuple[str, ...] = ()
+
+    def serialize(self) -> str:
+        red = dict(sorted(self.red.items())[-MAX_REMEMBERED_HOURS:])
+        return json.dumps(
+            {
+                "checks": json.loads(self.checks.serialize()),
+                "red": {k: list(v) for k, v in red.items()},
+                "backfill_after": self.backfill_after,
+                "unrepaired": sorted(self.unrepaired)[-MAX_REMEMBERED_HOURS:],
+            }
+        )
+
+    @classmethod
+    def parse(cls, text: str | None) -> DiscrepancyCursor:
+        if not text:
+            return cls(CheckCursor.parse(None))
+        data = json.loads(text)
+        return cls(
+            CheckCursor.parse(json.dumps(data["checks"])),
+            {k: tuple(v) for k, v in data.get("red", {}).items()},
+            int(data.get("backfill_after", 0)),
+            tuple(data.get("unrepaired", ())),
+        )
+
+
+def check_outcomes(instance: dg.DagsterInstance, records: list[Any]) -> list[alerts.CheckOutcome]:
+    """Resolved check executions as outcomes per hour (those without an hour are skipped)."""
+    runs: dict[str, Any] = {}
+
+    def run_of(run_id: str) -> Any:
+        if run_id not in runs:
+            runs[run_id] = instance.get_run_by_id(run_id)
+        return runs[run_id]
+
+    outcomes = []
+    for record in records:
+        evaluation = record.event.dagster_event.event_specific_data if record.event else None
+        if evaluation is None:
+            continue
+        run = run_of(record.run_id) if record.run_id else None
+        tags = run.tags if run is not None else {}
+        partition = evaluation.partition or record.partition or tags.get("dagster/partition")
+        if not partition:
+            continue
+        outcomes.append(
+            alerts.CheckOutcome(
+                partition=partition,
+                check=evaluation.check_name,
+                passed=evaluation.passed,
+                severity=evaluation.severity.value,
+                run_id=record.run_id,
+                trigger=tags.get("parity/trigger"),
+            )
+        )
+    return outcomes
+
+
+def unrepairable(
+    instance: dg.DagsterInstance, after: int
+) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """Hours a (non-dry-run) backfill left with events it could not write, and the highest
+    storage id read."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BACKFILL_KEY, after_storage_id=after or None),
+        limit=1000,
+        ascending=True,
+    ).records
+    found = []
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if getattr(metadata.get(DRY_RUN), "value", False):
+            continue
+        by_partition = getattr(metadata.get(BY_PARTITION), "value", None) or {}
+        for hour, counts in by_partition.items():
+            stuck = {k: counts.get(k, 0) for k in ("conflicts", "invalid")}
+            if any(stuck.values()):
+                found.append((hour, {**stuck, "run_id": record.run_id}))
+    return found, max([after, *(r.storage_id for r in records)])
+
+
+def build_discrepancy_alert_sensor(
+    check_keys: Iterable[dg.AssetCheckKey], policy: AlertPolicy, knobs: dict[str, str]
+) -> dg.SensorDefinition:
+    watched = tuple(check_keys)
+
+    @dg.sensor(
+        name=ALERT_ON_DISCREPANCIES,
+        minimum_interval_seconds=ALERT_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts once when an hour goes red (a failed ERROR check"
+        + (", or WARN check" if policy.on_warn else "")
+        + ") and once when it is green again, and once per hour whose repair could not "
+        "write every event. Sends to PARITY_ALERT_URLS / PARITY_ALERT_WEBHOOK_URL.",
+        metadata={k: v for k, v in knobs.items() if k.startswith("PARITY_ALERT_ON")},
+    )
+    def alert_on_discrepancies(context: dg.SensorEvaluationContext, parity: ParityResource):
+        cursor = DiscrepancyCursor.parse(context.cursor)
+        fresh, checks = scan_check_results(
+            context.instance, watched, cursor.checks, utcnow().timestamp()
+        )
+        red, found = alerts.hour_changes(
+            cursor.red, check_outcomes(context.instance, fresh), policy
+        )
+        green = {a.details["partition"] for a in found if a.kind == "hour_green"}
+        unrepaired = set(cursor.unrepaired) - green
+        stuck, backfill_after = unrepairable(context.instance, cursor.backfill_after)
+        for hour, details in stuck:
+            if hour not in unrepaired:
+                unrepaired.add(hour)
+                found.append(
+                    alerts.repair_incomplete_alert(
+                        hour,
+                        f"the backfill left {details['conflicts']} conflicting and "
+                        f"{details['invalid']} invalid events unwritten",
+                        details,
+                    )
+                )
+        sent = send_all(Notifier.from_settings(parity.settings()), found, context.log)
+        context.update_cursor(
+            DiscrepancyCursor(checks, red, backfill_after, tuple(unrepaired)).serialize()
+        )
+        return dg.SkipReason(
+            f"{len(fresh)} new check results, {len(red)} red hours; "
+            + (f"alerted: {'; '.join(sent)}" if sent else "nothing changed")
+        )
+
+    return alert_on_discrepancies
+
+
+# -- delivery health ---------------------------------------------------------------------
+
+
+def build_delivery_alert_sensor(
+    policy: AlertPolicy, trigger_config: TriggerConfig, knobs: dict[str, str]
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=ALERT_ON_DELIVERY_HEALTH,
+        minimum_interval_seconds=ALERT_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Alerts (never rolls back) when a producer that reported in the last hour sends "
+            f"no delivery_metrics for {policy.producer_silence.total_seconds() / 60:g} min, "
+            f"when the write error rate stays above {policy.error_rate:.2%}, or connection "
+            f"recovery takes longer than {policy.recovery_s:g} s, over "
+            f"{policy.window.total_seconds() / 60:g} min; and again when each is over."
+        ),
+        metadata={k: v for k, v in knobs.items() if k.startswith("PARITY_ALERT_")},
+    )
+    def alert_on_delivery_health(context: dg.SensorEvaluationContext, parity: ParityResource):
+        now = utcnow()
+        state = json.loads(context.cursor) if context.cursor else {}
+        store = parity.open_store()
+        try:
+            with store.connection() as conn:  # type: ignore[attr-defined]
+                schema = store.table.schema
+                seen = last_sample_per_producer(conn, schema, now - PRODUCER_LOOKBACK, now)
+                samples = load_samples(
+                    conn, schema, now - policy.window - dt.timedelta(hours=1), now
+                )
+        finally:
+            store.close()
+        silent, found = alerts.producer_changes(state.get("silent", {}), seen, now, policy)
+        active, more = alerts.threshold_changes(
+            state.get("active", {}), samples, now, policy, trigger_config
+        )
+        sent = send_all(Notifier.from_settings(parity.settings()), [*found, *more], context.log)
+        context.update_cursor(json.dumps({"silent": silent, "active": active}))
+        return dg.SkipReason(
+            f"{len(seen)} producers, {len(silent)} silent, thresholds exceeded: "
+            f"{', '.join(sorted(active)) or 'none'}; "
+            + (f"alerted: {'; '.join(sent)}" if sent else "nothing changed")
+        )
+
+    return alert_on_delivery_health
+
+
+# -- failed runs -------------------------------------------------------------------------
+
+#: A failure message is cut to this many characters in an alert; the run's logs have it all.
+MESSAGE_LIMIT = 500
+
+
+@dg.run_failure_sensor(
+    name=ALERT_ON_RUN_FAILURE,
+    minimum_interval_seconds=ALERT_SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts once for every failed run of Parity's jobs (reconciliation, "
+    "backfill, rollback, promotion).",
+)
+def alert_on_run_failure(context: dg.RunFailureSensorContext, parity: ParityResource):
+    run = context.dagster_run
+    message = (context.failure_event.message or "")[:MESSAGE_LIMIT]
+    alert = alerts.run_failed_alert(
+        run.job_name, run.run_id, message, run.tags.get("dagster/partition")
+    )
+    delivery = Notifier.from_settings(parity.settings()).send(alert)
+    context.log.info(f"alert {alert.kind}: {delivery.detail}")
