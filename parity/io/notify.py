@@ -106,7 +106,7 @@ class Notifier:
         webhook_url: str | None = None,
         *,
         timeout_s: float = APPRISE_TIMEOUT_S,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._targets = load_targets(alert_urls) if alert_urls else None
         self._webhook_url = webhook_url
@@ -142,7 +142,9 @@ class Notifier:
             delivered += ok
             details.append(f"apprise ({len(self._targets)} targets): {'sent' if ok else 'FAILED'}")
         if self._webhook_url is not None:
-            result = post_webhook(self._webhook_url, alert.payload(), sleep=self._sleep)
+            result = post_webhook(
+                self._webhook_url, alert.payload(), sleep=self._sleep or time.sleep
+            )
             attempts += result.attempts
             delivered += result.delivered
             details.append(f"webhook: {result.detail}")
