@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import apprise
 import httpx
 import orjson
+from apprise.utils.parse import parse_urls
 
 from parity.core.alerts import Alert
 from parity.core.config import Settings
@@ -44,7 +45,7 @@ def _host(url: str) -> str:
 
 
 def _schemes(text: str) -> list[str]:
-    return [url.split("://", 1)[0] for url in apprise.utils.parse.parse_urls(text)]
+    return [url.split("://", 1)[0] for url in parse_urls(text)]
 
 
 def load_targets(text: str) -> apprise.Apprise:
@@ -129,25 +130,25 @@ class Notifier:
         if self._targets is not None:
             attempts += 1
             try:
-                result = self._targets.notify(
+                sent = self._targets.notify(
                     body=f"{alert.body}\n\n{orjson.dumps(alert.payload(), default=str).decode()}",
                     title=alert.title,
                     notify_type=apprise.NotifyType(alert.level.value),
                     timeout=self._timeout_s,
                 )
-                ok = bool(result)
+                ok = bool(sent)
             except Exception as exc:  # a plugin bug must not stop a rollback's report
                 ok = False
                 log.warning("apprise raised %s while sending an alert", type(exc).__name__)
             delivered += ok
             details.append(f"apprise ({len(self._targets)} targets): {'sent' if ok else 'FAILED'}")
         if self._webhook_url is not None:
-            result = post_webhook(
+            posted = post_webhook(
                 self._webhook_url, alert.payload(), sleep=self._sleep or time.sleep
             )
-            attempts += result.attempts
-            delivered += result.delivered
-            details.append(f"webhook: {result.detail}")
+            attempts += posted.attempts
+            delivered += posted.delivered
+            details.append(f"webhook: {posted.detail}")
         if not details:
             return Delivery(False, 0, "no alert target configured (PARITY_ALERT_URLS)")
         expected = (self._targets is not None) + (self._webhook_url is not None)

@@ -55,9 +55,7 @@ def test_warn_failures_alert_only_when_configured():
 
 
 def test_an_hour_stays_red_while_any_check_fails():
-    red, _ = alerts.hour_changes(
-        {}, [outcome(H1, "a", False), outcome(H1, "b", False)], POLICY
-    )
+    red, _ = alerts.hour_changes({}, [outcome(H1, "a", False), outcome(H1, "b", False)], POLICY)
     red, found = alerts.hour_changes(red, [outcome(H1, "a", True, run="r2")], POLICY)
     assert red == {H1: ("b",)} and found == []
 
