@@ -31,7 +31,7 @@ from orchestration.rollout import CheckCursor, scan_check_results
 from parity.core import alerts
 from parity.core.knobs import AlertPolicy
 from parity.core.triggers import TriggerConfig
-from parity.io.metrics import last_sample_per_producer, load_samples
+from parity.io.metrics import load_samples
 from parity.io.notify import Notifier
 
 ALERT_ON_DISCREPANCIES = "alert_on_discrepancies"
@@ -41,8 +41,6 @@ ALERT_SENSOR_INTERVAL_S = 30
 BACKFILL_KEY = dg.AssetKey(MISSED_EVENTS_BACKFILL)
 #: Red hours and unrepaired hours a cursor remembers; older ones are dropped (oldest first).
 MAX_REMEMBERED_HOURS = 2000
-#: How far back a producer's last sample is looked for (a silent one stays known this long).
-PRODUCER_LOOKBACK = dt.timedelta(hours=24)
 
 
 def utcnow() -> dt.datetime:
@@ -220,22 +218,27 @@ def build_delivery_alert_sensor(
     )
     def alert_on_delivery_health(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
+        settings = parity.settings()
+        if settings.transport != "postgres":
+            return dg.SkipReason(
+                "delivery_metrics is read over PostgreSQL: set PARITY_DATABASE_URL"
+            )
         state = json.loads(context.cursor) if context.cursor else {}
+        # Producers that reported within the hour, and the outage before the alert window.
+        lookback = policy.window + alerts.PRODUCER_RECENT
         store = parity.open_store()
         try:
             with store.connection() as conn:  # type: ignore[attr-defined]
                 schema = store.table.schema
-                seen = last_sample_per_producer(conn, schema, now - PRODUCER_LOOKBACK, now)
-                samples = load_samples(
-                    conn, schema, now - policy.window - dt.timedelta(hours=1), now
-                )
+                samples = load_samples(conn, schema, now - lookback, now)
         finally:
             store.close()
+        seen = alerts.last_seen(samples)
         silent, found = alerts.producer_changes(state.get("silent", {}), seen, now, policy)
         active, more = alerts.threshold_changes(
             state.get("active", {}), samples, now, policy, trigger_config
         )
-        sent = send_all(Notifier.from_settings(parity.settings()), [*found, *more], context.log)
+        sent = send_all(Notifier.from_settings(settings), [*found, *more], context.log)
         context.update_cursor(json.dumps({"silent": silent, "active": active}))
         return dg.SkipReason(
             f"{len(seen)} producers, {len(silent)} silent, thresholds exceeded: "

@@ -194,6 +194,15 @@ def hour_changes(
 # -- producers: silent and back -----------------------------------------------------------
 
 
+def last_seen(samples: Iterable[triggers.MetricSample]) -> dict[str, dt.datetime]:
+    """Each producer's newest ``sampled_at``."""
+    seen: dict[str, dt.datetime] = {}
+    for s in samples:
+        if s.producer not in seen or s.sampled_at > seen[s.producer]:
+            seen[s.producer] = s.sampled_at
+    return seen
+
+
 def producer_changes(
     silent: Mapping[str, str],
     last_seen: Mapping[str, dt.datetime],
@@ -202,7 +211,8 @@ def producer_changes(
 ) -> tuple[dict[str, str], list[Alert]]:
     """Producers silent longer than ``policy.producer_silence`` after reporting within the
     last hour (``silent``: producer -> last seen, ISO). ``last_seen``: each producer's
-    newest ``delivery_metrics`` sample."""
+    newest ``delivery_metrics`` sample within the last hour at least; a silent producer
+    missing from it stays silent, without a new alert."""
     state = dict(silent)
     alerts: list[Alert] = []
     for producer, seen in sorted(last_seen.items()):
@@ -232,7 +242,6 @@ def producer_changes(
                     {"producer": producer, "last_seen": seen.isoformat()},
                 )
             )
-    # A producer with no sample left in the lookback stays silent, without a new alert.
     return state, alerts
 
 

@@ -82,7 +82,7 @@ class Knobs:
     #: The schedule reconciles an hour this long after it ends.
     schedule_lag: dt.timedelta = dt.timedelta(minutes=15)
     #: A repair waits this long after an hour ends (late writes) before backfilling it.
-    repair_settle: dt.timedelta = dt.timedelta(minutes=15)
+    repair_settle: dt.timedelta = dt.timedelta(minutes=10)
     #: Backfill-and-reconcile rounds per hour before the repair gives up and alerts.
     repair_attempts: int = 3
     #: Evaluate, audit and alert rollbacks as "would roll back"; never touch the flags.
@@ -348,7 +348,7 @@ KNOBS: tuple[Knob, ...] = (
         "a repair waits this long after an hour ends",
     ),
     Knob(
-        "PARITY_REPAIR_ATTEMPTS",
+        "PARITY_REPAIR_MAX_ATTEMPTS",
         ("", "repair_attempts"),
         count,
         "backfill-and-reconcile rounds per hour before the repair gives up and alerts",

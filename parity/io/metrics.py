@@ -34,15 +34,3 @@ def load_samples(
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, (since, until)).fetchall()
     return [MetricSample.from_row(row) for row in rows]
-
-
-def last_sample_per_producer(
-    conn: Connection, schema: str, since: dt.datetime, until: dt.datetime
-) -> dict[str, dt.datetime]:
-    """Each producer's newest ``sampled_at`` in ``(since, until]``: who has gone silent."""
-    query = sql.SQL(
-        "select producer, max(sampled_at) from {}.{} "
-        "where sampled_at > %s and sampled_at <= %s group by producer"
-    ).format(sql.Identifier(schema), sql.Identifier(METRICS_TABLE))
-    rows = conn.execute(query, (since, until)).fetchall()
-    return {str(producer): seen for producer, seen in rows}

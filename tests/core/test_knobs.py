@@ -30,7 +30,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "PARITY_ROLLOUT_RECONCILE_LAG_MINUTES": ("45", "5"),
     "PARITY_SCHEDULE_LAG_MINUTES": ("20", "soon"),
     "PARITY_REPAIR_SETTLE_MINUTES": ("30", "x"),
-    "PARITY_REPAIR_ATTEMPTS": ("5", "0"),
+    "PARITY_REPAIR_MAX_ATTEMPTS": ("5", "0"),
     "PARITY_ROLLBACK_DRY_RUN": ("true", "maybe"),
     "PARITY_ALERT_ON_WARN": ("false", "2"),
     "PARITY_ALERT_PRODUCER_SILENCE_MINUTES": ("10", "0"),
