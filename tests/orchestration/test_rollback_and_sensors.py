@@ -375,7 +375,7 @@ def write_clean_reports(world: World, hours: list[dt.datetime]) -> None:
             window_end="",
             by_category={},
         )
-        write_report(world.settings.reports_dir, doc)
+        write_report(world.settings.layout, doc)
 
 
 def test_canary_holds_while_paused_and_promotes_when_green(world_env: World):
