@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,8 +28,8 @@ from parity.core.errors import ConfigurationError
 
 log = logging.getLogger("parity.io.notify")
 
-#: Upper bound on one Apprise call over all its targets, in seconds.
-APPRISE_TIMEOUT_S = 15.0
+#: Upper bound on sending one alert to every target, in seconds (targets run concurrently).
+SEND_BUDGET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,26 @@ def post_webhook(
     attempts: int = 3,
     timeout_s: float = 5.0,
     backoff_s: float = 1.0,
+    budget_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Delivery:
-    """POST ``payload`` as JSON, retrying on errors and 5xx. Never raises."""
+    """POST ``payload`` as JSON, retrying on errors and 5xx, all within ``budget_s`` when
+    given. Never raises."""
     body = orjson.dumps(payload, default=str)
     last = ""
+    end = None if budget_s is None else time.monotonic() + budget_s
+    attempt = 0
     for attempt in range(1, attempts + 1):
+        left = timeout_s if end is None else min(timeout_s, end - time.monotonic())
+        if left <= 0:
+            attempt -= 1
+            break
         try:
             response = httpx.post(
                 url,
                 content=body,
                 headers={"content-type": "application/json"},
-                timeout=timeout_s,
+                timeout=left,
             )
             if response.status_code < 500:
                 ok = response.status_code < 300
@@ -92,10 +101,13 @@ def post_webhook(
             last = f"HTTP {response.status_code} from {_host(url)}"
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__} posting to {_host(url)}"
-        if attempt < attempts:
-            sleep(backoff_s * 2 ** (attempt - 1))
-    log.warning("alert webhook not delivered after %d attempts: %s", attempts, last)
-    return Delivery(False, attempts, last)
+        pause = backoff_s * 2 ** (attempt - 1)
+        if attempt < attempts and (end is None or time.monotonic() + pause < end):
+            sleep(pause)
+        elif attempt < attempts:
+            break
+    log.warning("alert webhook not delivered after %d attempts: %s", attempt, last)
+    return Delivery(False, attempt, last)
 
 
 class Notifier:
@@ -106,12 +118,12 @@ class Notifier:
         alert_urls: str | None = None,
         webhook_url: str | None = None,
         *,
-        timeout_s: float = APPRISE_TIMEOUT_S,
+        budget_s: float = SEND_BUDGET_S,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._targets = load_targets(alert_urls) if alert_urls else None
         self._webhook_url = webhook_url
-        self._timeout_s = timeout_s
+        self._budget_s = budget_s
         self._sleep = sleep
 
     @classmethod
@@ -123,33 +135,43 @@ class Notifier:
         return self._targets is not None or self._webhook_url is not None
 
     def send(self, alert: Alert) -> Delivery:
-        """Deliver ``alert`` to every target. Never raises; says what was delivered."""
+        """Deliver ``alert`` to every target, concurrently, within the send budget. Never
+        raises; says what was delivered."""
         log.warning("alert %s: %s: %s", alert.kind, alert.title, alert.body)
-        details: list[str] = []
-        delivered = attempts = 0
-        if self._targets is not None:
-            attempts += 1
-            try:
-                sent = self._targets.notify(
-                    body=f"{alert.body}\n\n{orjson.dumps(alert.payload(), default=str).decode()}",
-                    title=alert.title,
-                    notify_type=apprise.NotifyType(alert.level.value),
-                    timeout=self._timeout_s,
-                )
-                ok = bool(sent)
-            except Exception as exc:  # a plugin bug must not stop a rollback's report
-                ok = False
-                log.warning("apprise raised %s while sending an alert", type(exc).__name__)
-            delivered += ok
-            details.append(f"apprise ({len(self._targets)} targets): {'sent' if ok else 'FAILED'}")
-        if self._webhook_url is not None:
-            posted = post_webhook(
-                self._webhook_url, alert.payload(), sleep=self._sleep or time.sleep
-            )
-            attempts += posted.attempts
-            delivered += posted.delivered
-            details.append(f"webhook: {posted.detail}")
-        if not details:
+        if not self.configured:
             return Delivery(False, 0, "no alert target configured (PARITY_ALERT_URLS)")
-        expected = (self._targets is not None) + (self._webhook_url is not None)
-        return Delivery(delivered == expected, attempts, "; ".join(details))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parity-alert") as pool:
+            jobs = []
+            if self._targets is not None:
+                jobs.append(pool.submit(self._apprise, alert))
+            if self._webhook_url is not None:
+                jobs.append(pool.submit(self._webhook, self._webhook_url, alert))
+            results = [job.result() for job in jobs]
+        return Delivery(
+            all(r.delivered for r in results),
+            sum(r.attempts for r in results),
+            "; ".join(r.detail for r in results),
+        )
+
+    def _apprise(self, alert: Alert) -> Delivery:
+        assert self._targets is not None
+        try:
+            sent = self._targets.notify(
+                body=f"{alert.body}\n\n{orjson.dumps(alert.payload(), default=str).decode()}",
+                title=alert.title,
+                notify_type=apprise.NotifyType(alert.level.value),
+                timeout=self._budget_s,
+            )
+            ok = bool(sent)
+        except Exception as exc:  # a plugin bug must not stop a rollback's report
+            ok = False
+            log.warning("apprise raised %s while sending an alert", type(exc).__name__)
+        return Delivery(
+            ok, 1, f"apprise ({len(self._targets)} targets): {'sent' if ok else 'FAILED'}"
+        )
+
+    def _webhook(self, url: str, alert: Alert) -> Delivery:
+        posted = post_webhook(
+            url, alert.payload(), budget_s=self._budget_s, sleep=self._sleep or time.sleep
+        )
+        return Delivery(posted.delivered, posted.attempts, f"webhook: {posted.detail}")

@@ -81,7 +81,7 @@ def test_a_target_that_never_answers_is_cut_off():
         hole.bind(("127.0.0.1", 0))
         hole.listen()  # accepts connections, never answers
         port = hole.getsockname()[1]
-        notifier = Notifier(f"json://127.0.0.1:{port}/x", timeout_s=2)
+        notifier = Notifier(f"json://127.0.0.1:{port}/x", budget_s=2)
         started = time.monotonic()
         delivery = notifier.send(ALERT)
         elapsed = time.monotonic() - started
@@ -100,3 +100,15 @@ def test_an_unknown_url_is_refused_without_showing_it():
         load_targets("json://127.0.0.1:1/ok nosuchservice://t0ken@host/")
     assert "t0ken" not in str(raised.value)
     assert len(load_targets("json://127.0.0.1:1/a, slack://T1/B2/C3")) == 2
+
+
+def test_a_webhook_that_never_answers_is_given_up_within_the_budget():
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen()
+        port = hole.getsockname()[1]
+        started = time.monotonic()
+        delivery = Notifier(webhook_url=f"http://127.0.0.1:{port}/h", budget_s=2).send(ALERT)
+        elapsed = time.monotonic() - started
+    assert not delivery.delivered and "ReadTimeout" in delivery.detail
+    assert elapsed < 4, elapsed

@@ -7,7 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -15,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from orchestration import alerts as sensors
 from orchestration.alerts import (
     ALERT_ON_DELIVERY_HEALTH,
     ALERT_ON_DISCREPANCIES,
@@ -25,7 +29,9 @@ from orchestration.definitions import build_definitions
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_JOB, ROLLBACK_ON_HEALTH_TRIGGERS
 from parity.core import rollout
+from parity.core.alerts import Alert, Level
 from parity.io import flags
+from parity.io.notify import Notifier
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
 
 pytestmark = pytest.mark.integration
@@ -275,3 +281,19 @@ def test_silent_producers_and_the_plans_error_rate_alert_on_change_only(
         assert got[1].startswith("Parity: write error rate above 0.1000% for 300 s")
         tick(loaded, ALERT_ON_DELIVERY_HEALTH, instance, first.cursor)
         assert len(alerts_to) == 2  # the same state again: nothing
+
+
+ALERT = Alert("hour_red", Level.FAILURE, "hour went red", "failed: a")
+
+
+def test_a_tick_stops_sending_once_its_time_is_spent(monkeypatch):
+    monkeypatch.setattr(sensors, "TICK_SEND_BUDGET_S", 1.0)
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen()
+        notifier = Notifier(f"json://127.0.0.1:{hole.getsockname()[1]}/x", budget_s=1.5)
+        started = time.monotonic()
+        sent = sensors.send_all(notifier, [ALERT] * 5, logging.getLogger("test"))
+        elapsed = time.monotonic() - started
+    assert len(sent) == 5  # every state change recorded...
+    assert elapsed < 4, elapsed  # ...without five timeouts in a row
