@@ -7,6 +7,7 @@ never its value; the knobs as plain values, so a person sees the thresholds in f
 one validation, in the code location and in every step.
 """
 
+import os
 from collections.abc import Mapping
 
 import dagster as dg
@@ -80,3 +81,10 @@ def parity_resource(settings: Settings, environ: Mapping[str, str]) -> ParityRes
     if "supabase_key" not in fields and environ.get("SUPABASE_SECRET_KEY", "").strip():
         fields["supabase_key"] = dg.EnvVar("SUPABASE_SECRET_KEY")
     return ParityResource(**fields, knobs=settings.knobs.to_env())  # type: ignore[arg-type]
+
+
+def parity_resource_from_env(environ: Mapping[str, str] | None = None) -> ParityResource:
+    """The resource for ``environ`` (the process environment when None), validated as the
+    code location validates it."""
+    environ = dict(os.environ) if environ is None else environ
+    return parity_resource(Settings.from_env(environ), environ)
