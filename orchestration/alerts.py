@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ import dagster as dg
 
 from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL
 from assets.resources import ParityResource
+from checks.specs import EVENT_RECONCILIATION
 from orchestration.rollout import CheckCursor, scan_check_results
 from parity.core import alerts
 from parity.core.knobs import AlertPolicy
@@ -40,6 +41,11 @@ ALERT_ON_DELIVERY_HEALTH = "alert_on_delivery_health"
 ALERT_ON_RUN_FAILURE = "alert_on_run_failure"
 ALERT_SENSOR_INTERVAL_S = 30
 BACKFILL_KEY = dg.AssetKey(MISSED_EVENTS_BACKFILL)
+RECONCILIATION_KEY = dg.AssetKey(EVENT_RECONCILIATION)
+#: The reconciliation's repair verdict (metadata written by the repair loop).
+REPAIR_STATE = "repair_state"
+REPAIR_REASON = "repair_reason"
+REPAIR_IMPOSSIBLE = "impossible"
 #: Red hours and unrepaired hours a cursor remembers; older ones are dropped (oldest first).
 MAX_REMEMBERED_HOURS = 2000
 
@@ -79,6 +85,8 @@ class DiscrepancyCursor:
     red: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Highest missed_events_backfill materialization already looked at.
     backfill_after: int = 0
+    #: Highest event_reconciliation materialization already looked at.
+    reconciliation_after: int = 0
     #: Hours already alerted as not repairable (until they are green again).
     unrepaired: tuple[str, ...] = ()
 
@@ -89,6 +97,7 @@ class DiscrepancyCursor:
                 "checks": json.loads(self.checks.serialize()),
                 "red": {k: list(v) for k, v in red.items()},
                 "backfill_after": self.backfill_after,
+                "reconciliation_after": self.reconciliation_after,
                 "unrepaired": sorted(self.unrepaired)[-MAX_REMEMBERED_HOURS:],
             }
         )
@@ -102,6 +111,7 @@ class DiscrepancyCursor:
             CheckCursor.parse(json.dumps(data["checks"])),
             {k: tuple(v) for k, v in data.get("red", {}).items()},
             int(data.get("backfill_after", 0)),
+            int(data.get("reconciliation_after", 0)),
             tuple(data.get("unrepaired", ())),
         )
 
@@ -138,18 +148,25 @@ def check_outcomes(instance: dg.DagsterInstance, records: list[Any]) -> list[ale
     return outcomes
 
 
-def unrepairable(
-    instance: dg.DagsterInstance, after: int
-) -> tuple[list[tuple[str, dict[str, Any]]], int]:
-    """Hours a (non-dry-run) backfill left with events it could not write, and the highest
-    storage id read."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=BACKFILL_KEY, after_storage_id=after or None),
+def _materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, after: int
+) -> Sequence[dg.EventLogRecord]:
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=after or None),
         limit=1000,
         ascending=True,
     ).records
+
+
+def unrepairable(
+    instance: dg.DagsterInstance, backfill_after: int, reconciliation_after: int
+) -> tuple[list[tuple[str, str, dict[str, Any]]], int, int]:
+    """Hours whose repair could not complete, with why, and the highest storage ids read:
+    a (non-dry-run) backfill that left events unwritten (conflicting copies, invalid
+    checksums), or a reconciliation whose repair verdict is impossible."""
     found = []
-    for record in records:
+    backfills = _materializations(instance, BACKFILL_KEY, backfill_after)
+    for record in backfills:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
         if getattr(metadata.get(DRY_RUN), "value", False):
             continue
@@ -157,8 +174,23 @@ def unrepairable(
         for hour, counts in by_partition.items():
             stuck = {k: counts.get(k, 0) for k in ("conflicts", "invalid")}
             if any(stuck.values()):
-                found.append((hour, {**stuck, "run_id": record.run_id}))
-    return found, max([after, *(r.storage_id for r in records)])
+                why = (
+                    f"the backfill left {stuck['conflicts']} conflicting and "
+                    f"{stuck['invalid']} invalid events unwritten"
+                )
+                found.append((hour, why, {**stuck, "run_id": record.run_id}))
+    reconciliations = _materializations(instance, RECONCILIATION_KEY, reconciliation_after)
+    for record in reconciliations:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        state = getattr(metadata.get(REPAIR_STATE), "value", None)
+        if state == REPAIR_IMPOSSIBLE and record.partition_key:
+            why = str(getattr(metadata.get(REPAIR_REASON), "value", "") or "repair impossible")
+            found.append((record.partition_key, why, {"run_id": record.run_id}))
+    return (
+        found,
+        max([backfill_after, *(r.storage_id for r in backfills)]),
+        max([reconciliation_after, *(r.storage_id for r in reconciliations)]),
+    )
 
 
 def build_discrepancy_alert_sensor(
@@ -186,21 +218,18 @@ def build_discrepancy_alert_sensor(
         )
         green = {a.details["partition"] for a in found if a.kind == "hour_green"}
         unrepaired = set(cursor.unrepaired) - green
-        stuck, backfill_after = unrepairable(context.instance, cursor.backfill_after)
-        for hour, details in stuck:
+        stuck, backfill_after, reconciliation_after = unrepairable(
+            context.instance, cursor.backfill_after, cursor.reconciliation_after
+        )
+        for hour, why, details in stuck:
             if hour not in unrepaired:
                 unrepaired.add(hour)
-                found.append(
-                    alerts.repair_incomplete_alert(
-                        hour,
-                        f"the backfill left {details['conflicts']} conflicting and "
-                        f"{details['invalid']} invalid events unwritten",
-                        details,
-                    )
-                )
+                found.append(alerts.repair_incomplete_alert(hour, why, details))
         sent = send_all(Notifier.from_settings(parity.settings()), found, context.log)
         context.update_cursor(
-            DiscrepancyCursor(checks, red, backfill_after, tuple(unrepaired)).serialize()
+            DiscrepancyCursor(
+                checks, red, backfill_after, reconciliation_after, tuple(unrepaired)
+            ).serialize()
         )
         return dg.SkipReason(
             f"{len(fresh)} new check results, {len(red)} red hours; "

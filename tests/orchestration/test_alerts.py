@@ -297,3 +297,35 @@ def test_a_tick_stops_sending_once_its_time_is_spent(monkeypatch):
         elapsed = time.monotonic() - started
     assert len(sent) == 5  # every state change recorded...
     assert elapsed < 4, elapsed  # ...without five timeouts in a row
+
+
+def test_a_repair_that_cannot_complete_alerts_once_per_hour(world_env: World, alerts_to):
+    loaded = build_definitions()
+    other = "2026-11-28-11:00"
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "event_reconciliation",
+                partition=PARTITION,
+                metadata={
+                    sensors.REPAIR_STATE: sensors.REPAIR_IMPOSSIBLE,
+                    sensors.REPAIR_REASON: "2 keys the log does not have",
+                },
+            )
+        )
+        first = tick(loaded, ALERT_ON_DISCREPANCIES, instance)
+        assert titles(alerts_to) == [f"Parity could not repair hour {PARTITION}"]
+        assert "2 keys the log does not have" in alerts_to[0]["message"]
+        # A backfill of the same hour that leaves conflicts: the hour is already reported.
+        by_partition = {h: {"written": 0, "conflicts": 1, "invalid": 0} for h in (PARTITION, other)}
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "missed_events_backfill",
+                partition=PARTITION,
+                metadata={"dry_run": False, "by_partition": dg.MetadataValue.json(by_partition)},
+            )
+        )
+        second = tick(loaded, ALERT_ON_DISCREPANCIES, instance, first.cursor)
+        tick(loaded, ALERT_ON_DISCREPANCIES, instance, second.cursor)
+    assert titles(alerts_to)[1:] == [f"Parity could not repair hour {other}"]
+    assert "1 conflicting" in alerts_to[1]["message"]
