@@ -179,9 +179,20 @@ def unrepairable(
                     f"{stuck['invalid']} invalid events unwritten"
                 )
                 found.append((hour, why, {**stuck, "run_id": record.run_id}))
-    reconciliations = _materializations(instance, RECONCILIATION_KEY, reconciliation_after)
+    # The repair verdict is written by the reconciliation, or recorded on it as an
+    # observation when the repair loop finds that no repair will come.
+    after = reconciliation_after or None
+    reconciliations = [
+        *_materializations(instance, RECONCILIATION_KEY, reconciliation_after),
+        *instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=RECONCILIATION_KEY, after_storage_id=after),
+            limit=1000,
+            ascending=True,
+        ).records,
+    ]
     for record in reconciliations:
-        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        event = record.asset_materialization or record.asset_observation
+        metadata = event.metadata if event else {}
         state = getattr(metadata.get(REPAIR_STATE), "value", None)
         if state == REPAIR_IMPOSSIBLE and record.partition_key:
             why = str(getattr(metadata.get(REPAIR_REASON), "value", "") or "repair impossible")

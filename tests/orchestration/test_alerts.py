@@ -326,6 +326,19 @@ def test_a_repair_that_cannot_complete_alerts_once_per_hour(world_env: World, al
             )
         )
         second = tick(loaded, ALERT_ON_DISCREPANCIES, instance, first.cursor)
+        second = tick(loaded, ALERT_ON_DISCREPANCIES, instance, second.cursor)
+        # The repair loop records an hour as impossible with an observation.
+        third = "2026-11-28-12:00"
+        instance.report_runless_asset_event(
+            dg.AssetObservation(
+                "event_reconciliation",
+                partition=third,
+                metadata={sensors.REPAIR_STATE: "impossible", sensors.REPAIR_REASON: "why"},
+            )
+        )
         tick(loaded, ALERT_ON_DISCREPANCIES, instance, second.cursor)
-    assert titles(alerts_to)[1:] == [f"Parity could not repair hour {other}"]
+    assert titles(alerts_to)[1:] == [
+        f"Parity could not repair hour {other}",
+        f"Parity could not repair hour {third}",
+    ]
     assert "1 conflicting" in alerts_to[1]["message"]
