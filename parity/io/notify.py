@@ -171,7 +171,11 @@ class Notifier:
         )
 
     def _webhook(self, url: str, alert: Alert) -> Delivery:
-        posted = post_webhook(
-            url, alert.payload(), budget_s=self._budget_s, sleep=self._sleep or time.sleep
-        )
+        try:
+            posted = post_webhook(
+                url, alert.payload(), budget_s=self._budget_s, sleep=self._sleep or time.sleep
+            )
+        except Exception as exc:  # a malformed URL must not fail what is being reported
+            log.warning("alert webhook raised %s", type(exc).__name__)
+            return Delivery(False, 0, f"webhook: not delivered ({type(exc).__name__})")
         return Delivery(posted.delivered, posted.attempts, f"webhook: {posted.detail}")

@@ -112,3 +112,8 @@ def test_a_webhook_that_never_answers_is_given_up_within_the_budget():
         elapsed = time.monotonic() - started
     assert not delivery.delivered and "ReadTimeout" in delivery.detail
     assert elapsed < 4, elapsed
+
+
+def test_a_malformed_webhook_url_is_reported_not_raised():
+    delivery = Notifier(webhook_url="http://[::1/t0ken").send(ALERT)
+    assert not delivery.delivered and "t0ken" not in delivery.detail
