@@ -63,7 +63,7 @@ class AlertPolicy:
     """When Parity tells a person, beyond rollbacks (the plan's alert thresholds)."""
 
     #: A failed WARN check turns an hour red too (ERROR failures always do).
-    on_warn: bool = True
+    on_warn: bool = False
     #: A producer that reported in the last hour and has been silent this long.
     producer_silence: dt.timedelta = dt.timedelta(minutes=5)
     #: The plan's metrics table: error rate < 0.1%, connection recovery < 30 s.

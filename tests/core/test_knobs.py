@@ -32,7 +32,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "PARITY_REPAIR_SETTLE_MINUTES": ("30", "x"),
     "PARITY_REPAIR_MAX_ATTEMPTS": ("5", "0"),
     "PARITY_ROLLBACK_DRY_RUN": ("true", "maybe"),
-    "PARITY_ALERT_ON_WARN": ("false", "2"),
+    "PARITY_ALERT_ON_WARN": ("true", "2"),
     "PARITY_ALERT_PRODUCER_SILENCE_MINUTES": ("10", "0"),
     "PARITY_ALERT_ERROR_RATE": ("0.002", "1.5"),
     "PARITY_ALERT_RECOVERY_SECONDS": ("45", "0"),
