@@ -14,6 +14,7 @@ import functools
 import dagster as dg
 import pyarrow as pa
 
+from assets.failures import surface_parity_errors
 from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
@@ -64,6 +65,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             "not written."
         ),
     )
+    @surface_parity_errors
     def missed_events_backfill(
         context: dg.AssetExecutionContext,
         config: BackfillConfig,

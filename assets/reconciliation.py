@@ -14,6 +14,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assets.failures import surface_parity_errors
 from assets.resources import ParityResource
 from checks.evaluate import evaluate_checks
 from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
@@ -107,6 +108,7 @@ def build_reconciliation_assets(
             "never dropped."
         ),
     )
+    @surface_parity_errors
     def ws_log_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
         settings = parity.settings()
         partition = context.partition_key
@@ -157,6 +159,7 @@ def build_reconciliation_assets(
             "duplicates included, with checksums recomputed."
         ),
     )
+    @surface_parity_errors
     def supabase_events_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
         partition = context.partition_key
         start, end = partitions.window(partition)
@@ -200,6 +203,7 @@ def build_reconciliation_assets(
             "category. Only events the rollout cohort sent to Supabase can be missing."
         ),
     )
+    @surface_parity_errors
     def event_reconciliation(
         context: dg.AssetExecutionContext,
         parity: ParityResource,

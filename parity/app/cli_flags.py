@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import getpass
 import json
 from contextlib import contextmanager
 from typing import Any
 
+import click
+import psycopg
+
+from parity.app.common import (
+    EXIT_DISCREPANCIES,
+    database_in_use,
+    describe_database,
+    with_settings,
+)
 from parity.core import rollout, triggers
 from parity.core.config import Settings
 from parity.core.errors import ConfigurationError, FlagError
@@ -36,112 +44,129 @@ def flag_connection(settings: Settings):  # noqa: ANN201
             "changing flags needs a PostgreSQL connection: set PARITY_DATABASE_URL "
             "(the project's direct or session-pooler URL)"
         )
-    store = open_store(settings)
-    try:
-        with store.connection() as conn:  # type: ignore[attr-defined]
-            yield conn, store.table.schema
-    finally:
-        store.close()
+    with database_in_use(settings):
+        store = open_store(settings)
+        try:
+            with store.connection() as conn:  # type: ignore[attr-defined]
+                yield conn, store.table.schema
+        except psycopg.errors.UndefinedTable as exc:
+            raise ConfigurationError(
+                f"the flag tables are not in schema {store.table.schema!r} of "
+                f"{describe_database(settings)} ({exc.diag.message_primary}): "
+                "run `parity db migrate` to create them"
+            ) from None
+        finally:
+            store.close()
 
 
 def _show(value: Any) -> str:
     return json.dumps(value)
 
 
-def cmd_flags_list(args: argparse.Namespace, settings: Settings) -> int:
+@click.group("flags")
+def flags_group() -> None:
+    """Read, set and audit the feature flags."""
+
+
+@flags_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_settings
+def cmd_flags_list(settings: Settings, as_json: bool) -> int:
+    """The values in force."""
     with flag_connection(settings) as (conn, schema):
         values = flags.read_flags(conn, schema)
-    if args.json:
-        print(json.dumps(values, indent=2))
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
     else:
         width = max(len(n) for n in values)
         for name, value in values.items():
-            print(f"{name:<{width}}  {_show(value)}")
+            click.echo(f"{name:<{width}}  {_show(value)}")
     return EXIT_OK
 
 
-def cmd_flags_set(args: argparse.Namespace, settings: Settings) -> int:
-    value = flags.parse_value(args.name, args.value)
+@flags_group.command("set")
+@click.argument("name")
+@click.argument("value")
+@click.option("--reason", required=True)
+@click.option("--actor", help="who is changing it (default: cli:<user>)")
+@with_settings
+def cmd_flags_set(settings: Settings, name: str, value: str, reason: str, actor: str | None) -> int:
+    """Change one flag (audited). VALUE: true/false, or 0-100 for the rollout percentage."""
+    parsed = flags.parse_value(name, value)
     with flag_connection(settings) as (conn, schema):
         rows = flags.set_flags(
             conn,
             schema,
-            {args.name: value},
-            actor=args.actor or cli_actor(),
-            reason=args.reason,
+            {name: parsed},
+            actor=actor or cli_actor(),
+            reason=reason,
             evidence={"source": "cli"},
         )
     if rows:
-        print(f"{args.name}: {_show(rows[0].old_value)} -> {_show(rows[0].new_value)}")
+        click.echo(f"{name}: {_show(rows[0].old_value)} -> {_show(rows[0].new_value)}")
     else:
-        print(f"{args.name} is already {_show(value)}: nothing changed")
+        click.echo(f"{name} is already {_show(parsed)}: nothing changed")
     return EXIT_OK
 
 
-def cmd_flags_history(args: argparse.Namespace, settings: Settings) -> int:
-    if args.name and args.name not in flags.FLAG_DEFAULTS and args.name not in flags.RESERVED_FLAGS:
-        flags.validate(args.name, None)  # raises with the list of known flags
+@flags_group.command("history")
+@click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+@with_settings
+def cmd_flags_history(
+    settings: Settings, name: str | None, limit: int | None, as_json: bool
+) -> int:
+    """The audit trail (of one flag, with NAME)."""
+    if name and name not in flags.FLAG_DEFAULTS and name not in flags.RESERVED_FLAGS:
+        flags.validate(name, None)  # raises with the list of known flags
     with flag_connection(settings) as (conn, schema):
-        rows = flags.history(conn, schema, args.name, limit=args.limit)
-    if args.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+        rows = flags.history(conn, schema, name, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
         return EXIT_OK
     if not rows:
-        print("no flag changes audited")
+        click.echo("no flag changes audited")
     for r in rows:
-        print(
+        click.echo(
             f"{r.changed_at:%Y-%m-%d %H:%M:%S}Z  {r.flag}  {_show(r.old_value)} -> "
             f"{_show(r.new_value)}  by {r.actor}: {r.reason}"
         )
     return EXIT_OK
 
 
-def add_flag_commands(sub: argparse._SubParsersAction) -> None:
-    fl = sub.add_parser("flags", help="read, set and audit the feature flags")
-    fl_sub = fl.add_subparsers(dest="flags_command", required=True)
-    ls = fl_sub.add_parser("list", help="the values in force")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_flags_list)
-    st = fl_sub.add_parser("set", help="change one flag (audited)")
-    st.add_argument("name")
-    st.add_argument("value", help="true/false, or 0-100 for the rollout percentage")
-    st.add_argument("--reason", required=True)
-    st.add_argument("--actor", help="who is changing it (default: cli:<user>)")
-    st.set_defaults(func=cmd_flags_set)
-    hi = fl_sub.add_parser("history", help="the audit trail")
-    hi.add_argument("name", nargs="?")
-    hi.add_argument("--limit", type=int)
-    hi.add_argument("--json", action="store_true")
-    hi.set_defaults(func=cmd_flags_history)
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+@click.command("rollback")
+@click.option("--reason", required=True)
+@click.option("--actor", help="who is rolling back (default: cli:<user>)")
+@with_settings
+def cmd_rollback(settings: Settings, reason: str, actor: str | None) -> int:
+    """Roll the migration back now (audited)."""
     with flag_connection(settings) as (conn, schema):
         applied = rollback.apply_rollback(
             conn,
             schema,
-            actor=args.actor or cli_actor(),
-            reason=args.reason,
+            actor=actor or cli_actor(),
+            reason=reason,
             evidence={"trigger": "manual", "source": "cli"},
             now=_now(),
         )
     if not applied.applied:
-        print("rollback already in force: nothing changed")
+        click.echo("rollback already in force: nothing changed")
         return EXIT_OK
     for name, value in applied.changes.items():
-        print(f"{name} -> {_show(value)}")
-    print("rollback in force until `parity rollout resume`")
+        click.echo(f"{name} -> {_show(value)}")
+    click.echo("rollback in force until `parity rollout resume`")
     delivery = rollback.notify_rollback(
         Notifier.from_settings(settings),
         applied,
-        reason=args.reason,
+        reason=reason,
         evidence={"trigger": "manual", "source": "cli"},
     )
-    print(f"alert: {delivery.detail}")
+    click.echo(f"alert: {delivery.detail}")
     return EXIT_OK
 
 
@@ -154,43 +179,53 @@ def _health(
     return triggers.evaluate(load_samples(conn, schema, now - lookback(config), now), now, config)
 
 
-def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
+@click.command("rollout")
+@click.argument("action", type=click.Choice(["status", "promote", "pause", "resume"]))
+@click.option("--reason", help="why (needed for pause and resume)")
+@click.option("--actor", help="who is acting (default: cli:<user>)")
+@click.option("--json", "as_json", is_flag=True, help="status as JSON")
+@with_settings
+def cmd_rollout(
+    settings: Settings, action: str, reason: str | None, actor: str | None, as_json: bool
+) -> int:
+    """The canary rollout: status, promote, pause, resume."""
     now = _now()
     config = settings.knobs.rollout
-    actor = args.actor or cli_actor()
+    actor = actor or cli_actor()
     with flag_connection(settings) as (conn, schema):
         state = rollback.read_state(conn, schema)
         values = flags.read_flags(conn, schema)
         verdict = _health(conn, schema, now, settings.knobs.triggers)
         hours = rollback.reconciled_hours(settings.layout, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
-        if args.rollout_command == "status":
+        if action == "status":
             status = {
                 "state": state.to_json(),
                 "flags": values,
                 "health": verdict.summary(),
                 "next": decision.evidence(),
             }
-            print(json.dumps(status, indent=2, default=str))
+            if as_json:
+                click.echo(json.dumps(status, indent=2, default=str))
+            else:
+                _print_status(state.to_json(), values, verdict, decision.evidence())
             return EXIT_OK
-        if args.rollout_command == "promote":
+        if action == "promote":
             if decision.action != rollout.Action.PROMOTE:
-                print(f"not promoting ({decision.reason}): {decision.detail}")
-                return 1
+                click.echo(f"not promoting ({decision.reason}): {decision.detail}")
+                return EXIT_DISCREPANCIES
             changes, next_state = dict(decision.flag_changes), decision.next_state
-            reason = (
-                args.reason or f"manual promote: stage {decision.from_step} -> {decision.to_step}"
-            )
+            reason = reason or f"manual promote: stage {decision.from_step} -> {decision.to_step}"
             evidence: dict[str, Any] = {**decision.evidence(), "health": verdict.evidence()}
         else:
-            if not args.reason:
-                raise FlagError(f"parity rollout {args.rollout_command} needs --reason")
-            if args.rollout_command == "pause":
-                transition = rollout.pause(state, now, args.reason)
+            if not reason:
+                raise FlagError(f"parity rollout {action} needs --reason")
+            if action == "pause":
+                transition = rollout.pause(state, now, reason)
             else:
                 transition = rollout.resume(state, values, config, now)
             changes, next_state = dict(transition.flag_changes), transition.state
-            reason, evidence = args.reason, {"action": args.rollout_command, "source": "cli"}
+            evidence = {"action": action, "source": "cli"}
         applied = rollback.apply_transition(
             conn,
             schema,
@@ -203,22 +238,39 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
             evidence=evidence,
             now=now,
         )
-    print(
-        f"rollout {args.rollout_command}: step {next_state.step}, "
-        f"{'paused' if next_state.paused else 'running'}"
+    click.echo(
+        f"rollout {action}: step {next_state.step}, {'paused' if next_state.paused else 'running'}"
     )
     for name, value in applied.changes.items():
-        print(f"{name} -> {_show(value)}")
+        click.echo(f"{name} -> {_show(value)}")
     return EXIT_OK
 
 
-def add_rollout_commands(sub: argparse._SubParsersAction) -> None:
-    rb = sub.add_parser("rollback", help="roll the migration back now (audited)")
-    rb.add_argument("--reason", required=True)
-    rb.add_argument("--actor")
-    rb.set_defaults(func=cmd_rollback)
-    ro = sub.add_parser("rollout", help="the canary rollout: status, promote, pause, resume")
-    ro.add_argument("rollout_command", choices=["status", "promote", "pause", "resume"])
-    ro.add_argument("--reason")
-    ro.add_argument("--actor")
-    ro.set_defaults(func=cmd_rollout)
+def _print_status(
+    state: dict[str, Any],
+    values: dict[str, Any],
+    verdict: triggers.HealthVerdict,
+    next_step: dict[str, Any],
+) -> None:
+    """``parity rollout status`` as tables a person reads (``--json`` for a program)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    rollout_table = Table("rollout", "", title="Rollout state", title_justify="left")
+    for key, value in state.items():
+        if key != "version":
+            rollout_table.add_row(key.replace("_", " "), "-" if value is None else str(value))
+    console.print(rollout_table)
+    flag_table = Table("flag", "value", title="Flags in force", title_justify="left")
+    for name, value in values.items():
+        flag_table.add_row(name, _show(value))
+    console.print(flag_table)
+    health = Table("trigger", "state", "detail", title="Health triggers", title_justify="left")
+    for result in verdict.results:
+        health.add_row(result.name, result.state.value, result.detail)
+    console.print(health)
+    decision = Table("next", "", title="Next step", title_justify="left")
+    for key, value in next_step.items():
+        decision.add_row(key.replace("_", " "), "-" if value in (None, {}) else str(value))
+    console.print(decision)

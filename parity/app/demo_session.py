@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -535,6 +537,9 @@ def _guide(ui: str, plan: DemoPlan, hours: dict[str, Any], home: Path) -> str:
     dropped_hours = sorted(
         {partitions.format_key(plan.by_key()[k].at) for k in plan.faults.dropped}
     )
+    # The command as it can be typed: the `parity` of this environment, which need not be on
+    # PATH, with the demo's home (its database and reports are not under $PARITY_HOME).
+    parity = shutil.which("parity", path=str(Path(sys.executable).parent)) or "parity"
     return f"""
 Parity demo is running: {ui}   (Ctrl-C stops it)
 
@@ -542,10 +547,11 @@ Parity demo is running: {ui}   (Ctrl-C stops it)
                  -> event_reconciliation -> missed_events_backfill; rollout: feature_flags)
   Red hours      {", ".join(red) or "-"}    green: {", ".join(green) or "-"}
                  {ui}/assets/event_reconciliation?view=partitions  and its Checks tab
-  Rollback       Overview -> Sensors: rollback_on_health_triggers sees the ongoing outage in
+  Rollback       {ui}/automation: rollback_on_health_triggers sees the ongoing outage in
                  delivery_metrics and launches rollback_job within a minute
                  ({ui}/runs); rollback_on_check_failure reacts to the red hours' ERROR checks.
-                 Flags afterwards: PARITY_HOME={home} parity flags history
+  From a shell   PARITY_HOME={home} {parity} flags history
+                 PARITY_HOME={home} {parity} report {(red or green or ["<hour>"])[0]}
   Backfill       {ui}/assets/missed_events_backfill -> Materialize ->
                  hour {", ".join(dropped_hours)}
                  (dropped writes): reconcile_after_backfill then reconciles it again and it

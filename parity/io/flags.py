@@ -64,10 +64,10 @@ def parse_value(name: str, text: str) -> FlagValue:
     words = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
     if lowered in words:
         return validate(name, words[lowered])
-    try:
+    # Only plain ASCII digits are a number: int() would also take "1_0" and "١٠".
+    if lowered.isascii() and lowered.lstrip("-").isdigit():
         return validate(name, int(lowered))
-    except ValueError:
-        return validate(name, text)
+    return validate(name, text)
 
 
 def _ident(schema: str, table: str) -> sql.Composed:

@@ -27,7 +27,12 @@ from postgrest.types import ReturnMethod
 from supabase import ClientOptions, create_client
 
 from parity.core.config import TableName
-from parity.core.errors import ConfigurationError, StoreConnectionError, StoreError
+from parity.core.errors import (
+    ConfigurationError,
+    MissingTableError,
+    StoreConnectionError,
+    StoreError,
+)
 from parity.core.events import loads_exact
 from parity.core.schema import STORE_SCHEMA, UTC_US
 
@@ -350,7 +355,10 @@ class RestStore:
                 f"{prefix}; expose schema {self.table.schema!r} in the project's API settings"
             )
         if code in ("PGRST205", "42P01") or status == 404:
-            return StoreError(f"{prefix}; run the migrations or check PARITY_EVENTS_TABLE")
+            return MissingTableError(
+                f"{prefix}; correct PARITY_EVENTS_TABLE, or run the migrations to create it: "
+                "`parity db migrate`"
+            )
         if code == "42P10":
             return StoreError(
                 f"{prefix}; insert_events needs unique (stream, seq) on the table: run the "

@@ -224,5 +224,8 @@ def test_cli_rollback_and_resume(cli_env, capsys, pg_url):
         state = rollback.read_state(c, cli_env.schema)
     assert not state.rollback_in_force and not state.paused
     assert state.step == rollout.NOT_STARTED and state.cooldown_until is not None
-    assert cli.main(["rollout", "status"]) == 0
+    assert cli.main(["rollout", "status", "--json"]) == 0
     assert '"step": -1' in capsys.readouterr().out
+    assert cli.main(["rollout", "status"]) == 0
+    table = capsys.readouterr().out
+    assert "Rollout state" in table and "Health triggers" in table and "cooldown until" in table
