@@ -22,7 +22,7 @@ from parity.core import partitions, report
 from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 from parity.io.backfill import backfilled_keys
-from parity.io.flags import load_timeline
+from parity.io.control import load_timeline
 from parity.io.reports import write_report
 from parity.io.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
 from parity.io.store import with_derived_columns
@@ -212,11 +212,11 @@ def build_reconciliation_assets(
     ):
         settings = parity.settings()
         start, end = partitions.window(context.partition_key)
-        store = parity.open_store()
+        plane = parity.open_control_plane()
         try:
-            timeline = load_timeline(store)
+            timeline = load_timeline(plane)
         finally:
-            store.close()
+            plane.close()
         quarantined = _quarantined_lines(settings.layout.quarantine(context.partition_key))
         # One pair of parts (the same streams on both sides) in memory at a time.
         result = reconcile_in_parts(

@@ -33,7 +33,6 @@ from orchestration.rollout import CheckCursor, scan_check_results
 from parity.core import alerts
 from parity.core.knobs import AlertPolicy
 from parity.core.triggers import TriggerConfig
-from parity.io.metrics import load_samples
 from parity.io.notify import Notifier
 
 ALERT_ON_DISCREPANCIES = "alert_on_discrepancies"
@@ -272,20 +271,14 @@ def build_delivery_alert_sensor(
     def alert_on_delivery_health(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
         settings = parity.settings()
-        if settings.transport != "postgres":
-            return dg.SkipReason(
-                "delivery_metrics is read over PostgreSQL: set PARITY_DATABASE_URL"
-            )
         state = json.loads(context.cursor) if context.cursor else {}
         # Producers that reported within the hour, and the outage before the alert window.
         lookback = policy.window + alerts.PRODUCER_RECENT
-        store = parity.open_store()
+        plane = parity.open_control_plane()
         try:
-            with store.connection() as conn:  # type: ignore[attr-defined]
-                schema = store.table.schema
-                samples = load_samples(conn, schema, now - lookback, now)
+            samples = plane.load_samples(now - lookback, now)
         finally:
-            store.close()
+            plane.close()
         seen = alerts.last_seen(samples)
         silent, found = alerts.producer_changes(state.get("silent", {}), seen, now, policy)
         active, more = alerts.threshold_changes(

@@ -8,20 +8,19 @@ the switch pauses automation, not Parity.
 from __future__ import annotations
 
 from assets.resources import ParityResource
-from parity.core.rollout import MONITORING_DATA_VALIDATION_ENABLED
-from parity.io.flags import store_flags
+from parity.core.routing import DATA_VALIDATION_ENABLED
 
 
 def validation_paused(parity: ParityResource, what: str) -> str | None:
     """Why ``what`` (e.g. "scheduled reconciliation") is paused, or None when it is not."""
-    store = parity.open_store()
+    plane = parity.open_control_plane()
     try:
-        enabled = store_flags(store).get(MONITORING_DATA_VALIDATION_ENABLED, True)
+        enabled = plane.read_flags().get(DATA_VALIDATION_ENABLED, True)
     finally:
-        store.close()
+        plane.close()
     if enabled is False:
         return (
-            f"{what} paused: {MONITORING_DATA_VALIDATION_ENABLED} is false "
+            f"{what} paused: {DATA_VALIDATION_ENABLED} is false "
             "(`parity flags set MONITORING_DATA_VALIDATION_ENABLED true` resumes it; "
             "runs launched by hand still run)"
         )

@@ -9,21 +9,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-import psycopg
 
-from parity.app.common import (
-    EXIT_DISCREPANCIES,
-    database_in_use,
-    describe_database,
-    with_settings,
-)
+from parity.app.common import EXIT_DISCREPANCIES, database_in_use, with_settings
 from parity.core import rollout, triggers
 from parity.core.config import Settings
-from parity.core.errors import ConfigurationError, FlagError
-from parity.io import flags, rollback
-from parity.io.metrics import load_samples, lookback
+from parity.core.errors import FlagError
+from parity.core.routing import FLAG_DEFAULTS, parse_flag_value, validate_flag
+from parity.io import control, rollback
 from parity.io.notify import Notifier
-from parity.io.store import open_store
 
 EXIT_OK = 0
 
@@ -36,27 +29,15 @@ def cli_actor() -> str:
 
 
 @contextmanager
-def flag_connection(settings: Settings):  # noqa: ANN201
-    """A PostgreSQL connection to the flag tables. Flags change in transactions, which the
-    REST API cannot span, so this needs PARITY_DATABASE_URL (or the embedded server)."""
-    if settings.transport == "rest":
-        raise ConfigurationError(
-            "changing flags needs a PostgreSQL connection: set PARITY_DATABASE_URL "
-            "(the project's direct or session-pooler URL)"
-        )
+def control_plane(settings: Settings):  # noqa: ANN201
+    """The control plane the settings point at: PostgreSQL (a URL or the embedded server),
+    or the Supabase REST API. A missing flag table says `parity db migrate`."""
     with database_in_use(settings):
-        store = open_store(settings)
+        plane = control.open_control_plane(settings)
         try:
-            with store.connection() as conn:  # type: ignore[attr-defined]
-                yield conn, store.table.schema
-        except psycopg.errors.UndefinedTable as exc:
-            raise ConfigurationError(
-                f"the flag tables are not in schema {store.table.schema!r} of "
-                f"{describe_database(settings)} ({exc.diag.message_primary}): "
-                "run `parity db migrate` to create them"
-            ) from None
+            yield plane
         finally:
-            store.close()
+            plane.close()
 
 
 def _show(value: Any) -> str:
@@ -73,8 +54,8 @@ def flags_group() -> None:
 @with_settings
 def cmd_flags_list(settings: Settings, as_json: bool) -> int:
     """The values in force."""
-    with flag_connection(settings) as (conn, schema):
-        values = flags.read_flags(conn, schema)
+    with control_plane(settings) as plane:
+        values = plane.read_flags()
     if as_json:
         click.echo(json.dumps(values, indent=2))
     else:
@@ -92,11 +73,9 @@ def cmd_flags_list(settings: Settings, as_json: bool) -> int:
 @with_settings
 def cmd_flags_set(settings: Settings, name: str, value: str, reason: str, actor: str | None) -> int:
     """Change one flag (audited). VALUE: true/false, or 0-100 for the rollout percentage."""
-    parsed = flags.parse_value(name, value)
-    with flag_connection(settings) as (conn, schema):
-        rows = flags.set_flags(
-            conn,
-            schema,
+    parsed = parse_flag_value(name, value)
+    with control_plane(settings) as plane:
+        rows = plane.set_flags(
             {name: parsed},
             actor=actor or cli_actor(),
             reason=reason,
@@ -118,10 +97,12 @@ def cmd_flags_history(
     settings: Settings, name: str | None, limit: int | None, as_json: bool
 ) -> int:
     """The audit trail (of one flag, with NAME)."""
-    if name and name not in flags.FLAG_DEFAULTS and name not in flags.RESERVED_FLAGS:
-        flags.validate(name, None)  # raises with the list of known flags
-    with flag_connection(settings) as (conn, schema):
-        rows = flags.history(conn, schema, name, limit=limit)
+    if name and name not in FLAG_DEFAULTS and name not in control.RESERVED_FLAGS:
+        validate_flag(name, None)  # raises with the list of known flags
+    with control_plane(settings) as plane:
+        rows = plane.history(name)
+    if limit is not None:
+        rows = rows[-limit:]
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
         return EXIT_OK
@@ -145,10 +126,9 @@ def _now() -> dt.datetime:
 @with_settings
 def cmd_rollback(settings: Settings, reason: str, actor: str | None) -> int:
     """Roll the migration back now (audited)."""
-    with flag_connection(settings) as (conn, schema):
-        applied = rollback.apply_rollback(
-            conn,
-            schema,
+    with control_plane(settings) as plane:
+        applied = control.apply_rollback(
+            plane,
             actor=actor or cli_actor(),
             reason=reason,
             evidence={"trigger": "manual", "source": "cli"},
@@ -170,15 +150,6 @@ def cmd_rollback(settings: Settings, reason: str, actor: str | None) -> int:
     return EXIT_OK
 
 
-def _health(
-    conn,  # noqa: ANN001
-    schema: str,
-    now: dt.datetime,
-    config: triggers.TriggerConfig,
-) -> triggers.HealthVerdict:
-    return triggers.evaluate(load_samples(conn, schema, now - lookback(config), now), now, config)
-
-
 @click.command("rollout")
 @click.argument("action", type=click.Choice(["status", "promote", "pause", "resume"]))
 @click.option("--reason", help="why (needed for pause and resume)")
@@ -192,10 +163,11 @@ def cmd_rollout(
     now = _now()
     config = settings.knobs.rollout
     actor = actor or cli_actor()
-    with flag_connection(settings) as (conn, schema):
-        state = rollback.read_state(conn, schema)
-        values = flags.read_flags(conn, schema)
-        verdict = _health(conn, schema, now, settings.knobs.triggers)
+    with control_plane(settings) as plane:
+        values = plane.read_flags(include_reserved=True)
+        state = control.read_state_from(values)
+        values = {k: v for k, v in values.items() if k in FLAG_DEFAULTS}
+        verdict = control.read_health(plane, now, settings.knobs.triggers).verdict
         hours = rollback.reconciled_hours(settings.layout, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if action == "status":
@@ -226,11 +198,10 @@ def cmd_rollout(
                 transition = rollout.resume(state, values, config, now)
             changes, next_state = dict(transition.flag_changes), transition.state
             evidence = {"action": action, "source": "cli"}
-        applied = rollback.apply_transition(
-            conn,
-            schema,
+        applied = control.apply_transition(
+            plane,
             expected_state=state,
-            expected_flags={k: values[k] for k in flags.FLAG_DEFAULTS},
+            expected_flags=values,
             flag_changes=changes,
             next_state=next_state,
             actor=actor,

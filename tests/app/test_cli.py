@@ -18,7 +18,7 @@ from parity.app.common import DEMO_HOME
 from parity.core.config import Settings
 from parity.core.errors import EXIT_CONFIGURATION, EXIT_DISCREPANCIES, EXIT_OK, FlagError
 from parity.core.layout import Layout
-from parity.io.flags import parse_value
+from parity.core.routing import parse_flag_value as parse_value
 from parity.io.reports import write_report
 from tests.core.test_report import clean_report
 

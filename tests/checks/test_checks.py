@@ -458,10 +458,9 @@ def test_every_check_of_an_asset_is_emitted_when_all_are_selected(tmp_path: Path
 def test_ge_validation_results_are_written_next_to_the_report(tmp_path: Path):
     selected = {c.name for c in specs.checks_for(specs.WS_LOG_SNAPSHOT)}
     log = ws_table(rows({"health": [1, 2, 4]}))
-    results = list(
-        evaluate_checks(specs.WS_LOG_SNAPSHOT, log, selected, PARTITION, Layout(tmp_path))
-    )
-    path = Layout(tmp_path).ge_results(PARTITION, specs.WS_LOG_SNAPSHOT)
+    layout = Layout(tmp_path)
+    results = list(evaluate_checks(specs.WS_LOG_SNAPSHOT, log, selected, PARTITION, layout))
+    path = layout.ge_results(PARTITION, specs.WS_LOG_SNAPSHOT)
     assert path == tmp_path / "reports" / f"{PARTITION}.ge.ws_log_snapshot.json"
     doc = json.loads(path.read_text("utf-8"))
     assert doc["partition"] == PARTITION

@@ -28,9 +28,9 @@ from orchestration.backfill_sensors import RECONCILE_AFTER_BACKFILL
 from orchestration.definitions import build_definitions
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_JOB, ROLLBACK_ON_HEALTH_TRIGGERS
-from parity.core import rollout
 from parity.core.alerts import Alert, Level
-from parity.io import flags
+from parity.core.routing import DATA_VALIDATION_ENABLED
+from parity.io import control_pg
 from parity.io.notify import Notifier
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
 
@@ -80,12 +80,12 @@ def tick(loaded: dg.Definitions, name: str, instance, cursor=None):  # noqa: ANN
 
 def set_values(world: World, values: dict) -> None:
     with world.store().connection() as conn:
-        flags.set_flags(conn, world.table.schema, values, actor="test", reason="setup")
+        control_pg.set_flags(conn, world.table.schema, values, actor="test", reason="setup")
 
 
 def current(world: World) -> dict:
     with world.store().connection() as conn:
-        return flags.read_flags(conn, world.table.schema)
+        return control_pg.read_flags(conn, world.table.schema)
 
 
 def lossy_hour(world: World) -> list:
@@ -207,7 +207,7 @@ def test_dry_run_audits_and_alerts_would_roll_back_and_flips_nothing(
 
 def audit_rows(world: World) -> list:
     with world.store().connection() as conn:
-        return flags.history(conn, world.table.schema)
+        return control_pg.history(conn, world.table.schema)
 
 
 # -- MONITORING_DATA_VALIDATION_ENABLED -------------------------------------------------------
@@ -215,7 +215,7 @@ def audit_rows(world: World) -> list:
 
 def test_validation_off_pauses_the_schedule_and_the_repair_not_manual_runs(world_env: World):
     lossy_hour(world_env)
-    set_values(world_env, {rollout.MONITORING_DATA_VALIDATION_ENABLED: False})
+    set_values(world_env, {DATA_VALIDATION_ENABLED: False})
     loaded = build_definitions()
     schedule = loaded.resolve_schedule_def(HOURLY_RECONCILIATION_SCHEDULE)
     tick_at = HOUR + dt.timedelta(hours=1, minutes=15)
@@ -240,7 +240,7 @@ def test_validation_off_pauses_the_schedule_and_the_repair_not_manual_runs(world
 
         assert reconcile(loaded, instance).success  # a person's run still runs
 
-        set_values(world_env, {rollout.MONITORING_DATA_VALIDATION_ENABLED: True})
+        set_values(world_env, {DATA_VALIDATION_ENABLED: True})
         [request] = schedule_tick().run_requests
         assert request.partition_key == PARTITION
 
