@@ -29,7 +29,9 @@ from typing import Any
 import dagster as dg
 
 from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL, backfill_attempts
+from assets.resources import ParityResource
 from checks.specs import EVENT_RECONCILIATION
+from orchestration.gate import validation_paused
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from parity.core import partitions, repair
 
@@ -142,7 +144,10 @@ def build_reconcile_after_backfill_sensor() -> dg.SensorDefinition:
         "hour again (one reconcile_events_job run per hour), so the report and the asset "
         "checks show whether the hour is now whole.",
     )
-    def reconcile_after_backfill(context: dg.SensorEvaluationContext):
+    def reconcile_after_backfill(context: dg.SensorEvaluationContext, parity: ParityResource):
+        paused = validation_paused(parity, "automatic repair")
+        if paused:  # the cursor stays: backfills made meanwhile are followed on resume
+            return dg.SkipReason(paused)
         cursor = StorageIdCursor.parse(context.cursor)
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=BACKFILL_KEY, after_storage_id=cursor.low),
@@ -248,12 +253,15 @@ def build_repair_sensor(
         "(PARITY_REPAIR_SETTLE_MINUTES). Keys no backfill can write are reported as "
         "'repair impossible', never retried.",
     )
-    def repair_lost_events(context: dg.SensorEvaluationContext):
+    def repair_lost_events(context: dg.SensorEvaluationContext, parity: ParityResource):
         """Stateless over the hours: each tick re-reads the latest reconciliations, so an
         hour waiting for its settle time, or whose repair run failed, is looked at again
         at the next tick. What stops a repeat is the run key (hour, set of keys, attempt)
         and the runs tagged with it; the cursor only remembers the hours already reported
         impossible by the sensor, so that report is made once."""
+        paused = validation_paused(parity, "automatic repair")
+        if paused:
+            return dg.SkipReason(paused)
         now = utcnow()
         reported = set(json.loads(context.cursor)) if context.cursor else set()
         requests: list[dg.RunRequest] = []

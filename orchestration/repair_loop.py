@@ -43,7 +43,10 @@ class SensorTicker:
     def tick(self, name: str) -> list[LoopRun]:
         sensor = self.defs.resolve_sensor_def(name)
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs
+            instance=self.instance,
+            cursor=self.cursors.get(name),
+            definitions=self.defs,
+            resources=dict(self.defs.resources or {}),
         )
         data = sensor.evaluate_tick(context)
         self.cursors[name] = data.cursor

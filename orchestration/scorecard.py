@@ -78,7 +78,9 @@ def scorecard_rows(instance: dg.DagsterInstance) -> tuple[list[scorecard.HourRow
     return list(rows.values()), newest
 
 
-def build_scorecard_sensor() -> dg.SensorDefinition:
+def build_scorecard_sensor(criteria: SuccessCriteria) -> dg.SensorDefinition:
+    """``criteria``: the SLOs the chart draws (the knobs in force)."""
+
     @dg.sensor(
         name=SCORECARD_SENSOR,
         minimum_interval_seconds=SENSOR_INTERVAL_S,
@@ -97,7 +99,7 @@ def build_scorecard_sensor() -> dg.SensorDefinition:
             asset_events=[
                 dg.AssetMaterialization(
                     asset_key=MIGRATION_SCORECARD,
-                    metadata=scorecard_metadata(rows, SuccessCriteria.from_env()),
+                    metadata=scorecard_metadata(rows, criteria),
                     description=f"{len(rows)} recent hours",
                 )
             ]

@@ -1,14 +1,19 @@
-"""Settings from the environment (DESIGN 7), resolved when asked for, never at import."""
+"""Settings from the environment (the README's table), resolved when asked for, never at import.
+
+``Settings.from_env`` is the one route from the environment into Parity: the code location
+and the CLI build it once and hand it down; nothing below reads ``os.environ``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from parity.core.errors import ConfigurationError
+from parity.core.knobs import Knobs
 from parity.core.layout import Layout
 
 DEFAULT_EVENTS_TABLE = "public.monitoring_events"
@@ -91,11 +96,10 @@ class Settings:
     events_table: TableName = TableName("public", "monitoring_events")
     partitions_start: dt.datetime | None = None
     alert_webhook_url: str | None = field(default=None, repr=False)
+    #: Apprise URLs (one or more, separated by spaces or commas); secrets, never shown.
+    alert_urls: str | None = field(default=None, repr=False)
     rules_path: Path | None = None
-    #: The repair loop (parity.core.repair): automatic repairs per hour and set of missing
-    #: keys, and minutes after an hour's end before the first.
-    repair_max_attempts: int = 3
-    repair_settle_minutes: int = 10
+    knobs: Knobs = field(default_factory=Knobs)
 
     @property
     def transport(self) -> str:
@@ -143,8 +147,6 @@ class Settings:
             )
         start = get("PARITY_PARTITIONS_START")
         rules = get("PARITY_CLASSIFICATION_RULES")
-        attempts = _whole_number(get, "PARITY_REPAIR_MAX_ATTEMPTS", 3, minimum=1)
-        settle = _whole_number(get, "PARITY_REPAIR_SETTLE_MINUTES", 10, minimum=0)
         return cls(
             home=home,
             ws_log_dir=Path(get("PARITY_WS_LOG_DIR") or home / "ws-log").expanduser().absolute(),
@@ -154,16 +156,7 @@ class Settings:
             events_table=TableName.parse(get("PARITY_EVENTS_TABLE") or DEFAULT_EVENTS_TABLE),
             partitions_start=parse_partition_start(start) if start else None,
             alert_webhook_url=get("PARITY_ALERT_WEBHOOK_URL"),
+            alert_urls=get("PARITY_ALERT_URLS"),
             rules_path=Path(rules) if rules else None,
-            repair_max_attempts=attempts,
-            repair_settle_minutes=settle,
+            knobs=Knobs.from_env(env),
         )
-
-
-def _whole_number(get: Callable[[str], str | None], name: str, default: int, minimum: int) -> int:
-    raw = get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) < minimum:
-        raise ConfigurationError(f"{name}={raw!r}: expected a whole number, at least {minimum}")
-    return int(raw)

@@ -281,7 +281,7 @@ def test_an_unrepairable_hour_is_tried_once_and_recorded_impossible(
 
 
 def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
-    clock: Clock,
+    world: World, clock: Clock
 ) -> None:
     """Three repair runs of the same keys failed (no backfill materialized): the fourth is
     not requested, and the hour's repair state becomes impossible, recorded once."""
@@ -318,7 +318,12 @@ def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
             assets=[feature_flags, *build_reconciliation_assets(partitions_def), *backfill_assets],
             jobs=[job],
             sensors=[sensor],
-            resources={"parity": ParityResource(), "snapshot_io_manager": dg.mem_io_manager},
+            resources={
+                "parity": ParityResource(
+                    home=str(world.home), database_url=world.url, events_table=str(world.table)
+                ),
+                "snapshot_io_manager": dg.mem_io_manager,
+            },
         )
 
         def tick(cursor: str | None):
