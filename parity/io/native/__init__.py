@@ -138,6 +138,11 @@ def scan_log(block: bytes, start_us: int, end_us: int, max_line: int) -> LogScan
     )
 
 
+def is_text(kind: pa.DataType) -> bool:
+    """Whether :func:`verify_columns` reads a column of this type as text."""
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
 def _string_buffers(column: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
     """(int64 offsets, data) of a string column, nulls included as their (empty) slots."""
     if pa.types.is_large_string(column.type):

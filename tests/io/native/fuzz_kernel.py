@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from parity.errors import InvalidEventError
-from parity.events import checksum_matches, loads_exact, parse_event
+from parity.core.errors import InvalidEventError
+from parity.core.events import checksum_matches, loads_exact, parse_event
 from tests.io.native.jsongen import JsonGen
 
 MAX_DEPTH = 128
