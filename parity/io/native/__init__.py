@@ -15,6 +15,7 @@ differential tests run the suite both ways).
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -22,8 +23,7 @@ from types import ModuleType
 import numpy as np
 import pyarrow as pa
 
-#: Deepest nesting the kernel reads; deeper text is left to Python, which refuses it too.
-MAX_DEPTH = 128
+from parity.core.events import MAX_DEPTH
 
 #: Set to ``1`` to run without the kernel (the pure-Python path).
 NO_NATIVE_ENV = "PARITY_NO_NATIVE"
@@ -41,10 +41,9 @@ def _load() -> ModuleType | None:
     except ImportError:
         pass
     try:
-        from parity.io.native import _jcs
+        return importlib.import_module("parity.io.native._jcs")
     except ImportError:
         return None
-    return _jcs
 
 
 #: The compiled module, or None (not built, or turned off).
