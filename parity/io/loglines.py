@@ -389,19 +389,16 @@ class LineReader:
         if declared is not None:
             category, unclassified = declared, False
         cols = self.cols
-        for name, value in (
-            ("stream", stream),
-            ("seq", seq),
-            ("event_type", event_type),
-            ("category", category),
-            ("declared_category", declared),
-            ("unclassified", unclassified),
-            ("emitted_at", emitted_text),
-            ("logged_at", logged_text),
-            ("payload", payload_text),
-            ("checksum", checksum),
-            ("checksum_valid", valid),
-            ("source_file", relpath),
-            ("source_line", lineno),
-        ):
-            cols[name].append(value)
+        cols["stream"].append(stream)
+        cols["seq"].append(seq)
+        cols["event_type"].append(event_type)
+        cols["category"].append(category)
+        cols["declared_category"].append(declared)
+        cols["unclassified"].append(unclassified)
+        cols["emitted_at"].append(emitted_text)
+        cols["logged_at"].append(logged_text)
+        cols["payload"].append(payload_text)
+        cols["checksum"].append(checksum)
+        cols["checksum_valid"].append(valid)
+        cols["source_file"].append(relpath)
+        cols["source_line"].append(lineno)
