@@ -17,6 +17,7 @@ from psycopg import Connection
 from parity.core import partitions, rollout
 from parity.core import report as reports
 from parity.core.errors import ConcurrentUpdateError, FlagError, ReportNotFoundError
+from parity.core.redact import redact, secrets_of
 from parity.io import flags as flagdb
 from parity.io.notify import Delivery, post_webhook
 from parity.io.reports import load_report
@@ -138,15 +139,24 @@ def notify_rollback(
     evidence: dict[str, Any],
     run_id: str | None = None,
 ) -> Delivery:
-    """POST the rollback to the alert webhook (never raises; see parity.notify)."""
-    return post_webhook(
-        url,
-        {
-            "event": "parity.rollback",
-            "reason": reason,
-            "changes": applied.changes,
-            "flags": applied.flags_after,
-            "evidence": evidence,
-            "run_id": run_id,
-        },
+    """POST the rollback to the alert webhook. Never raises: the rollback is committed
+    by now, and no failure to tell about it (a malformed URL, a refused body, a bug in the
+    notifier) may undo or fail it. The detail never carries the URL's token."""
+    try:
+        delivery = post_webhook(
+            url,
+            {
+                "event": "parity.rollback",
+                "reason": reason,
+                "changes": applied.changes,
+                "flags": applied.flags_after,
+                "evidence": evidence,
+                "run_id": run_id,
+            },
+        )
+    except Exception as exc:
+        detail = f"not delivered: {type(exc).__name__}: {exc}"
+        delivery = Delivery(False, 0, detail)
+    return Delivery(
+        delivery.delivered, delivery.attempts, redact(delivery.detail, *secrets_of(url))
     )
