@@ -280,8 +280,12 @@ class RestStore:
         written = 0
         for offset in range(0, rows.num_rows, self.insert_batch_size):
             batch = rows.slice(offset, self.insert_batch_size)
+            try:
+                records = _records(batch)
+            except ValueError as exc:  # a payload that is not JSON (a lone surrogate)
+                raise self._unsendable(exc) from None
             query = self._client.postgrest.from_(self.table.name).upsert(
-                _records(batch),
+                records,
                 on_conflict="stream,seq",
                 ignore_duplicates=True,
                 returning=ReturnMethod.representation,
@@ -290,15 +294,16 @@ class RestStore:
             # ON CONFLICT DO NOTHING ... RETURNING returns only the rows actually inserted.
             try:
                 written += len(self._fetch(query.select("seq")))
-            except (UnicodeEncodeError, ValueError) as exc:
-                # The body is built when the request is sent: a lone surrogate has no UTF-8.
-                reason = f"the rows cannot be sent as JSON ({type(exc).__name__}: {exc})"
-                raise StoreRefusedError(
-                    f"Supabase REST API at {self._where} ({self.table}): {reason}",
-                    reason=self._scrub(reason),
-                    code=None,
-                ) from None
+            except UnicodeEncodeError as exc:
+                # The body is encoded when the request is sent: a lone surrogate has no UTF-8.
+                raise self._unsendable(exc) from None
         return written
+
+    def _unsendable(self, exc: ValueError) -> StoreRefusedError:
+        reason = self._scrub(f"the rows cannot be sent as JSON ({type(exc).__name__}: {exc})")
+        return StoreRefusedError(
+            f"Supabase REST API at {self._where} ({self.table}): {reason}", reason=reason
+        )
 
     # -- errors ------------------------------------------------------------------------------
 
