@@ -36,13 +36,15 @@ _PAIR_KEYS = (
     r"refresh_token|api[_-]?key|apikey|sig|signature|authorization"
 )
 _PAIR = re.compile(
-    rf"(?i)(?<![\w-])((?:{_PAIR_KEYS})\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&,;'\"]+)"
+    rf"(?i)(?<![\w-])((?:{_PAIR_KEYS})[\"']?\s*[=:]\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&,;'\"]+)"
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _SUPABASE_KEY = re.compile(r"\bsb_(?:secret|publishable)_[A-Za-z0-9_\-]+")
 _CONNINFO_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 _DELIMITERS = re.compile(r"[/?#@:\s]+")
+_URL_PARTS = re.compile(r"[/?#@:\[\]\s=&;,]+")
+_HOST_NAME = re.compile(r"^(?:localhost|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}|\d{1,3}(?:\.\d{1,3}){3})$")
 
 
 def redact_url(url: str) -> str:
@@ -71,43 +73,51 @@ def redact_url(url: str) -> str:
 
 
 def secrets_of(value: str | None) -> tuple[str, ...]:
-    """What is secret in a URL or conninfo string: its password (raw and percent-decoded),
-    a userinfo without a password (a token), its query values, the path of a non-database
-    URL (webhook tokens), and ``password=`` values of a conninfo string. The whole value is
-    included too. Tolerates any malformed input."""
+    """What is secret in a URL or conninfo string, to pass to :func:`redact`: the whole
+    value; a password (raw, percent-decoded, and its pieces between URL delimiters); a
+    userinfo without a password (a token); query values. A URL other than a database's
+    (a webhook) is a credential as a whole: its path, and every part of it that is not a
+    well-formed host name or a numeric port, are secret too (tokens live in the path, and
+    in the port or host of a malformed URL). Tolerates any malformed input."""
     if not value:
         return ()
-    found: list[str] = [value]
-    for match in _CONNINFO_PASSWORD.finditer(value):
-        found.append(match.group(1).strip("'\""))
+    exact: list[str] = [value]
+    split: list[str] = [m.group(1).strip("'\"") for m in _CONNINFO_PASSWORD.finditer(value)]
     scheme, sep, rest = value.partition("://")
     if sep:
+        database = scheme.lower().startswith("postgres")
         # The userinfo ends at the last "@": a password may hold "/", "?", "#" or "@".
-        userinfo, at, _ = rest.rpartition("@")
+        userinfo, at, after = rest.rpartition("@")
         if at:
             user, colon, password = userinfo.partition(":")
             if colon:
-                found.append(password)
-            elif not scheme.lower().startswith("postgres"):
-                found.append(user)  # https://TOKEN@host: the user is the credential
-        after_host = rest.split("@")[-1]
-        if not scheme.lower().startswith("postgres"):
-            path = re.split(r"[?#]", after_host, maxsplit=1)[0].partition("/")[2]
-            found.append(path)
-        for _, query_value in urllib.parse.parse_qsl(
-            urllib.parse.urlsplit(value).query if "?" in value else "", keep_blank_values=True
-        ):
-            found.append(query_value)
+                split.append(password)
+            elif not database:
+                exact.append(user)  # https://TOKEN@host: the user is the credential
+        query = re.split(r"[?#]", value, maxsplit=1)[1] if re.search(r"[?#]", value) else ""
+        exact.extend(v for _, v in urllib.parse.parse_qsl(query, keep_blank_values=True))
+        if not database:
+            authority, _, path = re.split(r"[?#]", after, maxsplit=1)[0].partition("/")
+            exact.append(path)
+            exact.extend(p for p in _URL_PARTS.split(authority) if not _locates(p))
+            exact.extend(p for p in _URL_PARTS.split(path) if _token_like(p))
     out: list[str] = []
-    for i, secret in enumerate(found):
+    for secret, pieces in [(s, False) for s in exact] + [(s, True) for s in split]:
         for form in (secret, urllib.parse.unquote(secret)):
-            # The parts of a password between URL delimiters too (not of the whole value:
-            # its host and scheme are no secret).
-            pieces = [] if i == 0 else _DELIMITERS.split(form)
-            for piece in (form, *pieces):
+            for piece in (form, *(_DELIMITERS.split(form) if pieces else ())):
                 if len(piece) >= MIN_SECRET_LENGTH + 1 and piece not in out:
                     out.append(piece)
     return tuple(out)
+
+
+def _locates(part: str) -> bool:
+    """Whether a part of a URL's authority only says where (a host name, a port)."""
+    return not part or part.isdigit() or bool(_HOST_NAME.match(part))
+
+
+def _token_like(part: str) -> bool:
+    """A path segment that looks generated rather than named: long, with a digit."""
+    return len(part) >= 6 and any(c.isdigit() for c in part) and not _locates(part)
 
 
 def _forms(secrets: Iterable[str | None]) -> list[str]:
@@ -125,9 +135,10 @@ def redact(text: object, *secrets: str | None) -> str:
     anything shaped like a credential masked (see the module docstring)."""
     out = str(text)
     for form in _forms(secrets):
-        out = out.replace(form, MASK)
+        # Case-insensitive: host names come back lower-cased (IDNA) from HTTP clients.
+        out = re.sub(re.escape(form), MASK, out, flags=re.IGNORECASE)
     out = _URL.sub(lambda m: redact_url(m.group(0)), out)
-    out = _PAIR.sub(lambda m: m.group(1) + MASK, out)
     out = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", out)
+    out = _PAIR.sub(lambda m: m.group(1) + MASK, out)
     out = _JWT.sub(MASK, out)
     return _SUPABASE_KEY.sub(MASK, out)
