@@ -13,10 +13,10 @@ Payloads are read as ``payload::text``, jsonb's own text form, so both transport
 byte-identical payload text (and integers beyond 2^53 survive untouched).
 
 An insert refused for what the rows hold (a data-exception, constraint or limit SQLSTATE
-from PostgreSQL, PostgREST's own "invalid JSON body", or a value the request body cannot
-carry at all, like a lone UTF-16 surrogate) raises :class:`StoreRefusedError`, as on the
-PostgreSQL transport, so the backfill isolates the rows at fault. Every message is redacted
-of the key and the URL's secrets.
+from PostgreSQL, PostgREST's own "invalid JSON body", a gateway's 413 for a body over its
+size limit, or a value the request body cannot carry at all, like a lone UTF-16 surrogate)
+raises :class:`StoreRefusedError`, as on the PostgreSQL transport, so the backfill isolates
+the rows at fault. Every message is redacted of the key and the URL's secrets.
 """
 
 from __future__ import annotations
@@ -386,7 +386,8 @@ class RestStore:
                 f"{prefix}; insert_events needs unique (stream, seq) on the table: run the "
                 "migrations"
             )
-        if code.startswith(REFUSAL_CLASSES) or code in REFUSAL_CODES:
+        if code.startswith(REFUSAL_CLASSES) or code in REFUSAL_CODES or status == 413:
+            # 413: a gateway's body limit; a smaller batch may pass, a single row may not.
             return StoreRefusedError(
                 prefix, reason=self._scrub(str(exc.message or what)), code=code
             )

@@ -242,3 +242,34 @@ def test_the_rest_store_refuses_a_body_it_cannot_encode(store: CountingStore) ->
     with pytest.raises(StoreRefusedError) as caught:
         store.insert_events(rows)
     assert caught.value.reason
+
+
+def test_a_gateway_body_limit_refuses_only_the_rows_over_it(
+    tmp_path: Path, pg_url: str, table: TableName, rest_api: Any
+) -> None:
+    """Supabase's gateway answers 413 to a request body over its limit: batches are split
+    until they fit, and only an event too large on its own is refused."""
+    from parity.io.store_rest import RestStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table.schema, table.name)))
+    good = [
+        make_event("good", seq, "system.health", H + dt.timedelta(seconds=seq), {"seq": seq})
+        for seq in range(1, 25)
+    ]
+    large = make_event("good", 25, "system.health", H + dt.timedelta(seconds=25), {"b": "x" * 6000})
+    log_dir = tmp_path / "ws-log" / "2026-11-28"
+    log_dir.mkdir(parents=True)
+    text = "".join(json.dumps(e.to_json_dict()) + "\n" for e in [*good[:12], large, *good[12:]])
+    (log_dir / "10.jsonl").write_text(text)
+    ws = read_window(tmp_path / "ws-log", H, END, classifier=load_rules()).events
+    rest_api.proxy.max_body_bytes = 4000
+    try:
+        with RestStore(rest_api.url, rest_api.service_role_key, table, timeout_s=30.0) as rest:
+            result = _run(ws, rest)
+            stored = _stored(rest)
+    finally:
+        rest_api.proxy.max_body_bytes = None
+    assert stored == {(e.stream, e.seq): 1 for e in good}
+    assert result.written == len(good)
+    assert [(r.stream, r.seq, r.code) for r in result.refused_sample] == [("good", 25, "413")]
