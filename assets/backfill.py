@@ -1,7 +1,8 @@
-"""The repair asset: missed events re-sent to Supabase (issue 6), hour by hour.
+"""The repair asset: missed events re-sent to Supabase, hour by hour.
 
-Wiring only: for each hour of the run, read the stored log snapshot and the report's
-missing keys, call :func:`parity.backfill.backfill`, and report what happened. The hour is
+Wiring only: for each hour of the run, take the stored log snapshot (through the IO
+manager) and the report's missing keys, call :func:`parity.io.backfill.backfill`, and
+report what happened. The hour is
 reconciled again afterwards by the ``reconcile_after_backfill`` sensor (see
 ``orchestration/backfill_sensors.py``): ``event_reconciliation`` is upstream of this asset,
 so it cannot run in the same run.
@@ -13,7 +14,7 @@ import functools
 import dagster as dg
 import pyarrow as pa
 
-from assets.resources import ParityResource
+from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
 from parity.io import backfill as bf
@@ -51,7 +52,10 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         partitions_def=partitions_def,
         group_name=GROUP,
         kinds={"python", "supabase", "postgres"},
-        deps=[WS_LOG_SNAPSHOT, EVENT_RECONCILIATION],
+        ins={
+            WS_LOG_SNAPSHOT: dg.AssetIn(metadata={LOAD_BY_PARTITION: True}),
+        },
+        deps=[EVENT_RECONCILIATION],
         backfill_policy=BACKFILL_POLICY,
         description=(
             "Monitoring events the WebSocket broadcast logged and Supabase should have but "
@@ -61,7 +65,10 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         ),
     )
     def missed_events_backfill(
-        context: dg.AssetExecutionContext, config: BackfillConfig, parity: ParityResource
+        context: dg.AssetExecutionContext,
+        config: BackfillConfig,
+        parity: ParityResource,
+        ws_log_snapshot: dict,
     ) -> dg.MaterializeResult:
         settings = parity.settings()
         options = bf.BackfillOptions(
@@ -78,16 +85,16 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                 read_log = functools.partial(
                     _log_events, settings.ws_log_dir, start, end, classifier, grace
                 )
-                keys = bf.report_keys(settings.reports_dir, key, all_missing=config.all_missing)
-                ws = bf.load_log_snapshot(settings.snapshots_dir, key, read_log, keys)
+                keys = bf.report_keys(settings.layout, key, all_missing=config.all_missing)
+                ws = bf.load_log_snapshot(ws_log_snapshot.get(key), read_log, keys)
                 try:
                     result = bf.backfill(
                         ws, store, partition=key, timeline=timeline, keys=keys, options=options
                     )
                 except bf.BackfillInterruptedError as exc:
-                    bf.write_ledger(settings.home, exc.result)
+                    bf.write_ledger(settings.layout, exc.result)
                     raise
-                bf.write_ledger(settings.home, result)
+                bf.write_ledger(settings.layout, result)
                 context.log.info(_summary(result))
                 results.append(result)
         finally:

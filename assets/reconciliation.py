@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -35,6 +36,9 @@ FEATURE_FLAGS = "feature_flags"
 ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 #: How many offending keys the UI shows; the report keeps the full list of missing keys.
 SAMPLE_LIMIT = 50
+#: The concurrency pool of the Supabase snapshot: at most its limit of reads at once across
+#: all runs (deploy/dagster.yaml sets the default limit).
+SUPABASE_READS_POOL = "supabase_reads"
 
 
 def _snapshot(
@@ -50,7 +54,7 @@ def _snapshot(
     moves the staged file. Returns the snapshot, its summary, the check results and what
     ``fill`` returned."""
     settings = parity.settings()
-    with staged(settings.snapshots_dir, asset, context.partition_key) as path:
+    with staged(settings.layout, asset, context.partition_key) as path:
         with SnapshotWriter(schema, sort_keys, spill_dir=path.parent) as sink:
             filled = fill(sink)
             snap = sink.finish(path)
@@ -107,7 +111,7 @@ def build_reconciliation_assets(
         settings = parity.settings()
         partition = context.partition_key
         start, end = partitions.window(partition)
-        quarantine = settings.quarantine_dir / f"{partition}.parquet"
+        quarantine = settings.layout.quarantine(partition)
         began = time.perf_counter()
 
         def fill(sink: SnapshotWriter) -> LogRead:
@@ -146,7 +150,7 @@ def build_reconciliation_assets(
         io_manager_key="snapshot_io_manager",
         backfill_policy=ONE_HOUR_PER_RUN,
         # deploy/dagster.yaml limits concurrent Supabase reads through this pool.
-        pool="supabase_reads",
+        pool=SUPABASE_READS_POOL,
         check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
         description=(
             "Every row of the Supabase events table whose emitted_at falls in the hour, "
@@ -209,7 +213,7 @@ def build_reconciliation_assets(
             timeline = load_timeline(store)
         finally:
             store.close()
-        quarantined = _quarantined_lines(settings.quarantine_dir, context.partition_key)
+        quarantined = _quarantined_lines(settings.layout.quarantine(context.partition_key))
         # One pair of parts (the same streams on both sides) in memory at a time.
         result = reconcile_in_parts(
             aligned_parts(ws_log_snapshot, supabase_events_snapshot, LOG_COLUMNS, SUPABASE_COLUMNS),
@@ -219,20 +223,19 @@ def build_reconciliation_assets(
             partition=context.partition_key,
             quarantined_lines=quarantined,
             sample_limit=SAMPLE_LIMIT,
-            backfilled=backfilled_keys(settings.home, context.partition_key),
+            backfilled=backfilled_keys(settings.layout, context.partition_key),
         )
         doc = result.to_report()
-        path = write_report(settings.reports_dir, doc)
+        path = write_report(settings.layout, doc)
         yield dg.MaterializeResult(metadata=_reconciliation_metadata(doc, str(path)))
         yield from _checks(context, parity, EVENT_RECONCILIATION, doc)
 
     return [ws_log_snapshot, supabase_events_snapshot, event_reconciliation]
 
 
-def _quarantined_lines(quarantine_dir, partition_key: str) -> int:  # noqa: ANN001
+def _quarantined_lines(path: Path) -> int:
     import pyarrow.parquet as pq
 
-    path = quarantine_dir / f"{partition_key}.parquet"
     return pq.read_metadata(path).num_rows if path.exists() else 0
 
 
@@ -245,7 +248,7 @@ def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: st
             data,
             selected,
             context.partition_key,
-            reports_dir=parity.settings().reports_dir,
+            layout=parity.settings().layout,
         )
 
 

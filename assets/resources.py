@@ -10,6 +10,10 @@ from parity.core.classify import Classifier, load_rules
 from parity.core.config import Settings, TableName
 from parity.io.store import EventStore, open_store
 
+#: Input metadata asking the IO manager for ``{partition key: snapshot or None}`` over every
+#: partition of the run, for an asset that handles a range of hours in one run.
+LOAD_BY_PARTITION = "load_by_partition"
+
 #: Environment variable -> resource field. Secrets are passed as dg.EnvVar, never as values.
 ENV_FIELDS = {
     "PARITY_HOME": "home",

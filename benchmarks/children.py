@@ -120,19 +120,17 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     partition = meta["partition"]
     start, end = _window(meta)
     classifier = load_rules(None)
-    quarantine = settings.quarantine_dir / f"{partition}.parquet"
-    snapshots = settings.snapshots_dir
+    quarantine = settings.layout.quarantine(partition)
+    snapshots = settings.layout.snapshots_dir
 
     def path(asset: str) -> Path:
-        out = snapshots / asset / f"{partition}.parquet"
+        out = settings.layout.snapshot(asset, partition)
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
 
     def checks(asset: str, data: Any) -> list:
         names = {c.name for c in specs.checks_for(asset)}
-        return list(
-            evaluate_checks(asset, data, names, partition, reports_dir=settings.reports_dir)
-        )
+        return list(evaluate_checks(asset, data, names, partition, layout=settings.layout))
 
     def log_snapshot() -> Any:
         with SnapshotWriter(
@@ -164,7 +162,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
         window_start=start, window_end=end, partition=partition,
         quarantined_lines=pq.read_metadata(quarantine).num_rows, sample_limit=50))  # fmt: skip
     doc = p("report", lambda: result.to_report())
-    p("report_write", lambda: write_report(settings.reports_dir, doc))
+    p("report_write", lambda: write_report(settings.layout, doc))
     results += p("checks_reconciliation", lambda: checks(specs.EVENT_RECONCILIATION, doc))
     total = time.perf_counter() - _T0
     out = {

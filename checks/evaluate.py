@@ -6,7 +6,7 @@ its small frame (:mod:`checks.suites`), validate it with Great Expectations
 (:mod:`checks.adapter`), and turn GE's verdict into an ``AssetCheckResult`` whose
 severity is the highest GE severity among the failed expectations (``critical`` is
 ERROR, anything else WARN). GE's validation results for the partition are kept as JSON at
-``<reports_dir>/<partition>.ge.<asset>.json``, next to the report.
+``reports/<partition>.ge.<asset>.json``, next to the report (:class:`parity.core.layout.Layout`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,8 @@ import pyarrow as pa
 
 from checks import adapter, specs, suites
 from checks.criteria import SuccessCriteria
+from parity.core.layout import Layout
 from parity.io.files import write_json_atomic
-
-
-def ge_results_path(reports_dir: Path, partition_key: str, asset: str) -> Path:
-    return reports_dir / f"{partition_key}.ge.{asset}.json"
 
 
 def evaluate_checks(
@@ -33,14 +30,14 @@ def evaluate_checks(
     data: object,
     selected: set[str],
     partition_key: str,
-    reports_dir: Path | None = None,
+    layout: Layout | None = None,
     criteria: SuccessCriteria | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
     """Yield a result for each check of ``asset`` named in ``selected``.
 
     ``data``: for the snapshot assets, the snapshot as a table or as anything with
     ``parts(columns)`` (:class:`checks.suites.SnapshotParts`), read once, part by part;
-    for ``event_reconciliation``, the report dict. ``reports_dir``: where GE's results are
+    for ``event_reconciliation``, the report dict. ``layout``: where GE's results are
     written (nothing is written when None). ``criteria``: thresholds, from the environment
     when None.
     """
@@ -48,7 +45,7 @@ def evaluate_checks(
     if not checks:
         return
     criteria = criteria or SuccessCriteria.from_env()
-    path = ge_results_path(reports_dir, partition_key, asset) if reports_dir else None
+    path = layout.ge_results(partition_key, asset) if layout else None
     documents: dict[str, Any] = {}
     results = []
     for check, prepared in zip(checks, _prepare(asset, checks, data, criteria), strict=True):

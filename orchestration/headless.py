@@ -90,7 +90,7 @@ def reconcile_partitions(
             }
             report = None
             if "event_reconciliation" in materialized:
-                report = load_report(settings.reports_dir, key)
+                report = load_report(settings.layout, key)
             error = None
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]

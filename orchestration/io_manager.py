@@ -9,6 +9,8 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assets.resources import LOAD_BY_PARTITION
+from parity.core.layout import Layout
 from parity.io.files import atomic_target, fsync_dir
 from parity.io.snapshot import SnapshotFile
 
@@ -16,21 +18,23 @@ from parity.io.snapshot import SnapshotFile
 class ParquetSnapshotIOManager(dg.ConfigurableIOManager):
     """Stores snapshots at ``$PARITY_HOME/snapshots/<asset key>/<partition key>.parquet``.
 
-    An asset hands over either a :class:`~parity.snapshot.SnapshotFile` it wrote to a
+    An asset hands over either a :class:`~parity.io.snapshot.SnapshotFile` it wrote to a
     staging path (the large-hour path: the file is moved into place, never rewritten) or a
     ``pyarrow.Table`` (written here). Inputs are loaded as a ``SnapshotFile``, read part by
-    part by the consumer.
+    part by the consumer; an input with ``LOAD_BY_PARTITION`` metadata gets every partition
+    of the run as ``{partition key: SnapshotFile or None}`` (None: never materialized).
     """
 
     #: PARITY_HOME. A plain field rather than a nested ParityResource: Dagster 1.13's
     #: nested-resource resolution calls a deprecated context property.
     home: str = ".parity"
 
+    def _layout(self) -> Layout:
+        return Layout(Path(self.home).expanduser().absolute())
+
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
-        key = context.asset_key.path
         name = context.asset_partition_key if context.has_asset_partitions else "__all__"
-        base = Path(self.home).expanduser().absolute() / "snapshots"
-        return base.joinpath(*key) / f"{name}.parquet"
+        return self._layout().snapshot(tuple(context.asset_key.path), name)
 
     def handle_output(self, context: dg.OutputContext, obj: SnapshotFile | pa.Table) -> None:
         path = self._path(context)
@@ -46,7 +50,11 @@ class ParquetSnapshotIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> SnapshotFile:
+    def load_input(self, context: dg.InputContext) -> SnapshotFile | dict[str, SnapshotFile | None]:
+        if (context.definition_metadata or {}).get(LOAD_BY_PARTITION):
+            layout, key = self._layout(), tuple(context.asset_key.path)
+            paths = {p: layout.snapshot(key, p) for p in context.asset_partition_keys}
+            return {p: SnapshotFile(path) if path.exists() else None for p, path in paths.items()}
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(

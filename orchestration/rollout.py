@@ -390,7 +390,7 @@ def build_canary_sensor(
     def canary_promotion(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
         verdict, state, flags = health_verdict(parity, now, trigger_config)
-        hours = rollback.reconciled_hours(parity.settings().reports_dir, state.step_started_at, now)
+        hours = rollback.reconciled_hours(parity.settings().layout, state.step_started_at, now)
         decision = rollout.decide(
             rollout.RolloutInputs(state=state, flags=flags, hours=hours, health=verdict),
             rollout_config,

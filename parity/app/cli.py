@@ -90,7 +90,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     partitions.parse_key(args.partition)
-    doc = load_report(settings.reports_dir, args.partition)
+    doc = load_report(settings.layout, args.partition)
     if args.json:
         _print_json(doc)
     else:

@@ -158,7 +158,7 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
         state = rollback.read_state(conn, schema)
         values = flags.read_flags(conn, schema)
         verdict = _health(conn, schema, now)
-        hours = rollback.reconciled_hours(settings.reports_dir, state.step_started_at, now)
+        hours = rollback.reconciled_hours(settings.layout, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if args.rollout_command == "status":
             status = {

@@ -239,7 +239,7 @@ def workspace_file() -> Path:
     """The checkout's workspace.yaml (the UI needs the source tree: an editable install)."""
     from parity.core.errors import ConfigurationError
 
-    path = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    path = Path(__file__).resolve().parents[2] / "workspace.yaml"
     if not path.exists():
         raise ConfigurationError(
             f"no workspace.yaml next to the parity package ({path}): the UI needs a checkout "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parity.core.errors import ConfigurationError
+from parity.core.layout import Layout
 
 DEFAULT_EVENTS_TABLE = "public.monitoring_events"
 #: Default first hourly partition: a recent date, so a new deployment's partition list is short.
@@ -106,20 +107,13 @@ class Settings:
         return not self.database_url and not self.supabase_url
 
     @property
-    def reports_dir(self) -> Path:
-        return self.home / "reports"
-
-    @property
-    def snapshots_dir(self) -> Path:
-        return self.home / "snapshots"
-
-    @property
-    def quarantine_dir(self) -> Path:
-        return self.home / "quarantine"
+    def layout(self) -> Layout:
+        """Where each hour's snapshots, reports and ledgers live under ``home``."""
+        return Layout(self.home)
 
     @property
     def pgdata_dir(self) -> Path:
-        return self.home / "pgdata"
+        return self.layout.pgdata_dir
 
     def partitions_start_or_default(self, now: dt.datetime) -> dt.datetime:
         if self.partitions_start is not None:

@@ -61,6 +61,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from parity.core.events import CATEGORIES
+from parity.core.keys import (
+    NULL_TIME,
+    Groups,
+    checksum_codes,
+    combined,
+    duplicate_copies,
+    encode_streams,
+    key_list,
+    keys_table,
+    log_gaps,
+    out_of_order,
+    packed_keys,
+    require_columns,
+    seq_numbers,
+    supabase_gaps,
+)
+from parity.core.latency import latency_histogram, latency_summary
 from parity.core.report import DISCREPANCY_KEYS, REPORT_KEYS
 from parity.core.routing import (
     FlagTimeline,
@@ -72,38 +89,44 @@ from parity.core.routing import (
 )
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 
-# fmt: off
-#: Detail keys Parity adds after the DESIGN ones.
+#: Detail keys Parity adds after the contract's (docs/contract.md §6).
 DETAIL_KEYS = (
-    "clean", "sequence_gaps_supabase", "duplicates_ws_retry", "duplicates_ws_conflicting",
-    "duplicates_supabase_retry", "duplicates_supabase_conflicting",
-    "expected_checksum_mismatches", "present_outside_cohort", "unexpected_keys",
-    "checksum_mismatch_keys", "out_of_order_keys", "sample_limit", "unclassified_types",
-    "latency_histogram", "missing_critical_keys", "backfilled_rows",
+    "clean",
+    "sequence_gaps_supabase",
+    "duplicates_ws_retry",
+    "duplicates_ws_conflicting",
+    "duplicates_supabase_retry",
+    "duplicates_supabase_conflicting",
+    "expected_checksum_mismatches",
+    "present_outside_cohort",
+    "unexpected_keys",
+    "checksum_mismatch_keys",
+    "out_of_order_keys",
+    "sample_limit",
+    "unclassified_types",
+    "latency_histogram",
+    "missing_critical_keys",
+    "backfilled_rows",
 )
 #: The additive counts reported per category (``by_category`` adds ``delivery_rate``).
 CATEGORY_COUNTS = REPORT_KEYS[3:14] + ("out_of_order_supabase",)
-#: Edges (ms) of the latency histogram's bins, each [edge, next edge).
-LATENCY_EDGES_MS = (
-    0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
-)
-# fmt: on
 
 _COMMON_COLUMNS = (
-    "stream", "seq", "event_type", "category", "unclassified", "emitted_at", "checksum",
+    "stream",
+    "seq",
+    "event_type",
+    "category",
+    "unclassified",
+    "emitted_at",
+    "checksum",
     "checksum_valid",
-)  # fmt: skip
+)
 _SB_COLUMNS = (*_COMMON_COLUMNS, "received_at")
 #: The snapshot columns reconciliation reads (never the payloads).
 LOG_COLUMNS = list(_COMMON_COLUMNS)
 SUPABASE_COLUMNS = list(_SB_COLUMNS)
-_NULL_TIME = np.iinfo(np.int64).min
 _DEFAULT_CATEGORY = CATEGORIES.index("INFORMATIONAL")
 _CRITICAL = CATEGORIES.index("CRITICAL")
-_KEYS_SCHEMA = pa.schema([("stream", pa.string()), ("seq", pa.int64())])
-_GAPS_SCHEMA = pa.schema(
-    [("stream", pa.string()), ("first_missing", pa.int64()), ("last_missing", pa.int64())]
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,17 +191,17 @@ class Reconciliation:
             "latency_ms": self.latency_ms,
             "delivery_rate": self.delivery_rate,
             "by_category": by_category,
-            "missing_keys": _key_list(self.missing_keys),
+            "missing_keys": key_list(self.missing_keys),
             "clean": self.clean,
             "sequence_gaps_supabase": self.sequence_gaps_supabase.to_pylist(),
             **{k: int(c[k]) for k in DETAIL_KEYS[2:8]},
-            "unexpected_keys": _key_list(self.unexpected_keys),
-            "checksum_mismatch_keys": _key_list(self.checksum_mismatch_keys),
-            "out_of_order_keys": _key_list(self.out_of_order_keys),
+            "unexpected_keys": key_list(self.unexpected_keys),
+            "checksum_mismatch_keys": key_list(self.checksum_mismatch_keys),
+            "out_of_order_keys": key_list(self.out_of_order_keys),
             "sample_limit": self.sample_limit,
             "unclassified_types": {s: dict(t) for s, t in self.unclassified_types.items()},
             "latency_histogram": latency_histogram(self.latencies_us),
-            "missing_critical_keys": _key_list(self.missing_critical_keys),
+            "missing_critical_keys": key_list(self.missing_critical_keys),
             "backfilled_rows": int(c.get("backfilled_rows", 0)),
         }
         return report
@@ -251,19 +274,19 @@ def reconcile(
     their ``received_at`` is the backfill's time, not an arrival, so their rows are left
     out of latency and out-of-order (and counted as ``backfilled_rows``).
     """
-    _require(ws, _COMMON_COLUMNS, "log snapshot")
-    _require(sb, _SB_COLUMNS, "Supabase snapshot")
+    require_columns(ws, _COMMON_COLUMNS, "log snapshot")
+    require_columns(sb, _SB_COLUMNS, "Supabase snapshot")
     if (expected is None) == (timeline is None):
         raise ValueError("pass the cohort as exactly one of expected= or timeline=")
     if expected is not None and len(expected) != ws.num_rows:
         raise ValueError(f"expected has {len(expected)} values for {ws.num_rows} log rows")
 
-    streams, ws_code, sb_code = _encode_streams(ws.column("stream"), sb.column("stream"))
-    ws_seq, sb_seq = _seq(ws, "log snapshot"), _seq(sb, "Supabase snapshot")
-    ws_key, sb_key = _keys(ws_code, ws_seq, sb_code, sb_seq, len(streams))
-    w, s = _Groups.of(ws_key), _Groups.of(sb_key)
+    streams, ws_code, sb_code = encode_streams(ws.column("stream"), sb.column("stream"))
+    ws_seq, sb_seq = seq_numbers(ws, "log snapshot"), seq_numbers(sb, "Supabase snapshot")
+    ws_key, sb_key = packed_keys(ws_code, ws_seq, sb_code, sb_seq, len(streams))
+    w, s = Groups.of(ws_key), Groups.of(sb_key)
     ws_cat, sb_cat = _category_codes(ws.column("category")), _category_codes(sb.column("category"))
-    ws_ck, sb_ck = _combined(ws.column("checksum")), _combined(sb.column("checksum"))
+    ws_ck, sb_ck = combined(ws.column("checksum")), combined(sb.column("checksum"))
 
     if timeline is not None:
         exp_rows = expected_mask(
@@ -290,7 +313,7 @@ def reconcile(
     backfilled_rows = _backfilled_rows(sb, backfilled)
     if backfilled_rows.size:
         sb_received = sb_received.copy()
-        sb_received[backfilled_rows] = _NULL_TIME
+        sb_received[backfilled_rows] = NULL_TIME
     ck_match, chosen = _match_checksums(w, s, common, sb_of_common, ws_ck, sb_ck, sb_received)
 
     # Per-key categories: the first log copy's; Supabase's own for keys the log lacks.
@@ -303,11 +326,11 @@ def reconcile(
     missing_critical_g = missing_g & (ws_gcat == _CRITICAL)
     mismatch_g = found & ~ck_match
     unexpected_g = ~sb_in_log
-    ws_retry, ws_conflict = _duplicates(w, ws_ck)
-    sb_retry, sb_conflict = _duplicates(s, sb_ck)
+    ws_retry, ws_conflict = duplicate_copies(w, ws_ck)
+    sb_retry, sb_conflict = duplicate_copies(s, sb_ck)
     ws_invalid = w.group_of(ws_key, _invalid_rows(ws))
     sb_invalid = s.group_of(sb_key, _invalid_rows(sb))
-    ooo_rows = _out_of_order(s, sb_code, sb_received)
+    ooo_rows = out_of_order(s, sb_code, sb_received)
 
     def per_cat(cats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(cats, weights=weights, minlength=3).astype(np.int64)
@@ -349,7 +372,7 @@ def reconcile(
     latency_rows = latency_rows[latency_rows >= 0]
     sb_emitted = timestamps_us(sb.column("emitted_at"))
     lat_received, lat_emitted = sb_received[latency_rows], sb_emitted[latency_rows]
-    ok = (lat_received != _NULL_TIME) & (lat_emitted != _NULL_TIME)
+    ok = (lat_received != NULL_TIME) & (lat_emitted != NULL_TIME)
 
     return Reconciliation(
         partition=partition,
@@ -357,19 +380,19 @@ def reconcile(
         window_end=window_end,
         counts=counts,
         by_category=by_category,
-        missing_keys=_keys_table(streams, w_code[missing_g], w_seq[missing_g]),
-        missing_critical_keys=_keys_table(
+        missing_keys=keys_table(streams, w_code[missing_g], w_seq[missing_g]),
+        missing_critical_keys=keys_table(
             streams, w_code[missing_critical_g], w_seq[missing_critical_g]
         ),
-        sequence_gaps_ws=_log_gaps(streams, w_code, w_seq),
-        sequence_gaps_supabase=_supabase_gaps(streams, w_code, w_seq, exp_g, found),
-        unexpected_keys=_keys_table(
+        sequence_gaps_ws=log_gaps(streams, w_code, w_seq),
+        sequence_gaps_supabase=supabase_gaps(streams, w_code, w_seq, exp_g, found),
+        unexpected_keys=keys_table(
             streams, s_code[unexpected_g][:sample_limit], s_seq[unexpected_g][:sample_limit]
         ),
-        checksum_mismatch_keys=_keys_table(
+        checksum_mismatch_keys=keys_table(
             streams, w_code[mismatch_g][:sample_limit], w_seq[mismatch_g][:sample_limit]
         ),
-        out_of_order_keys=_keys_table(streams, sb_code[ooo_pick], sb_seq[ooo_pick]),
+        out_of_order_keys=keys_table(streams, sb_code[ooo_pick], sb_seq[ooo_pick]),
         unclassified_types={"ws": _unclassified(ws), "supabase": _unclassified(sb)},
         latencies_us=(lat_received[ok] - lat_emitted[ok]).astype(np.int64),
         quarantined_lines=quarantined_lines,
@@ -431,97 +454,7 @@ def reconcile_in_parts(
     return result
 
 
-def latency_summary(latencies_us: np.ndarray) -> dict[str, float | None]:
-    """p50/p95/p99/max in milliseconds (linear interpolation); nulls when empty."""
-    if latencies_us.size == 0:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99 = np.percentile(latencies_us, [50, 95, 99]) / 1000.0
-    return {
-        "p50": round(float(p50), 3),
-        "p95": round(float(p95), 3),
-        "p99": round(float(p99), 3),
-        "max": round(float(latencies_us.max()) / 1000.0, 3),
-    }
-
-
-def latency_histogram(latencies_us: np.ndarray) -> dict[str, Any]:
-    """Counts per bin [edges_ms[i], edges_ms[i + 1]), plus those below the first edge
-    (clock skew) and at or above the last."""
-    edges_us = np.array(LATENCY_EDGES_MS, np.int64) * 1000
-    bins = np.bincount(np.searchsorted(edges_us, latencies_us, side="right"),
-                       minlength=edges_us.size + 1)  # fmt: skip
-    return {
-        "edges_ms": list(LATENCY_EDGES_MS),
-        "counts": [int(n) for n in bins[1:-1]],
-        "below": int(bins[0]),
-        "above": int(bins[-1]),
-    }
-
-
 # --- columns to numpy --------------------------------------------------------------------
-
-
-def _require(table: pa.Table, columns: tuple[str, ...], what: str) -> None:
-    absent = [c for c in columns if c not in table.column_names]
-    if absent:
-        raise ValueError(f"{what} lacks column(s) {', '.join(absent)}")
-
-
-def _seq(table: pa.Table, what: str) -> np.ndarray:
-    seq = table.column("seq")
-    if seq.null_count:
-        raise ValueError(f"{what} has {seq.null_count} rows without seq")
-    return to_numpy(pc.cast(seq, pa.int64())).astype(np.int64, copy=False)
-
-
-def _combined(column: pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-
-
-def _encode_streams(
-    ws: pa.ChunkedArray, sb: pa.ChunkedArray
-) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Stream codes for both sides over one sorted dictionary (so code order is
-    stream order), hashing each row once."""
-    encoded = [pc.dictionary_encode(side).chunks for side in (ws, sb)]
-    dictionaries = [c.dictionary for chunks in encoded for c in chunks]
-    union = pc.unique(pa.concat_arrays(dictionaries)) if dictionaries else pa.array([], pa.string())
-    streams = union.take(pc.sort_indices(union))
-    codes = []
-    for chunks in encoded:
-        parts = [
-            to_numpy(pc.index_in(c.dictionary, value_set=streams)).astype(np.int64)[
-                to_numpy(c.indices)
-            ]
-            for c in chunks
-        ]
-        codes.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
-    return streams, codes[0], codes[1]
-
-
-def _keys(
-    ws_code: np.ndarray,
-    ws_seq: np.ndarray,
-    sb_code: np.ndarray,
-    sb_seq: np.ndarray,
-    n_streams: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One int64 per row, ordered like (stream, seq): packed bits when the ranges allow
-    (always for realistic data), else a dense rank over both sides."""
-    if ws_seq.size + sb_seq.size == 0:
-        return ws_seq.copy(), sb_seq.copy()
-    low = min(int(a.min()) for a in (ws_seq, sb_seq) if a.size)
-    high = max(int(a.max()) for a in (ws_seq, sb_seq) if a.size)
-    seq_bits = 63 - max(1, (n_streams - 1).bit_length())
-    if high - low < (1 << seq_bits):
-        return (ws_code << seq_bits) | (ws_seq - low), (sb_code << seq_bits) | (sb_seq - low)
-    codes, seqs = np.concatenate([ws_code, sb_code]), np.concatenate([ws_seq, sb_seq])
-    order = np.lexsort((seqs, codes))
-    new = np.ones(order.size, bool)
-    new[1:] = (codes[order][1:] != codes[order][:-1]) | (seqs[order][1:] != seqs[order][:-1])
-    rank = np.empty(order.size, np.int64)
-    rank[order] = np.cumsum(new)
-    return rank[: ws_code.size], rank[ws_code.size :]
 
 
 def _category_codes(column: pa.ChunkedArray) -> np.ndarray:
@@ -529,80 +462,9 @@ def _category_codes(column: pa.ChunkedArray) -> np.ndarray:
     return to_numpy(index).astype(np.intp)
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(start, start + length)`` for each pair."""
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
-
-
-@dataclass(frozen=True)
-class _Groups:
-    """Rows grouped by key: ``order`` sorts rows by key (ties in row order), group g is
-    ``order[starts[g]:starts[g] + counts[g]]`` and has key ``keys[g]``."""
-
-    order: np.ndarray
-    starts: np.ndarray
-    counts: np.ndarray
-    keys: np.ndarray
-    first_rows: np.ndarray  # order[starts]: each group's first row
-    dup: np.ndarray  # the groups with more than one row (few)
-
-    @property
-    def m(self) -> int:
-        return int(self.keys.size)
-
-    def any(self, row_mask: np.ndarray) -> np.ndarray:
-        """Per group: whether any of its rows is set."""
-        out = row_mask[self.first_rows]
-        if self.dup.size:
-            rows, gid = self.rows_of(self.dup)
-            out[self.dup] = np.bincount(gid, weights=row_mask[rows], minlength=self.dup.size) > 0
-        return out
-
-    def group_of(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The groups of a few rows, given every row's key."""
-        return np.searchsorted(self.keys, keys[rows])
-
-    def rows_of(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the given groups, and for each row its index into ``groups``."""
-        lengths = self.counts[groups]
-        rows = self.order[_ranges(self.starts[groups], lengths)]
-        return rows, np.repeat(np.arange(groups.size), lengths)
-
-    @classmethod
-    def of(cls, keys: np.ndarray) -> _Groups:
-        n = keys.size
-        order = np.argsort(keys)  # introsort is several times faster than a stable sort
-        ordered = keys[order]
-        new = np.ones(n, bool)
-        new[1:] = ordered[1:] != ordered[:-1]
-        starts = np.flatnonzero(new)
-        counts = np.diff(starts, append=n)
-        dup = np.flatnonzero(counts > 1)
-        if dup.size:  # restore row order inside the (few) duplicate groups
-            positions = _ranges(starts[dup], counts[dup])
-            rows = order[positions]
-            order[positions] = rows[np.lexsort((rows, np.repeat(np.arange(dup.size), counts[dup])))]
-        return cls(order, starts, counts, ordered[starts], order[starts], dup)
-
-
-def _checksum_codes(*columns: pa.Array) -> list[np.ndarray]:
-    """Equal codes for equal checksums across the columns; a null equals nothing on
-    another column (code 0 on the first, 1 on the others) and is one value within it."""
-    joint = pc.dictionary_encode(pa.concat_arrays([c.cast(pa.string()) for c in columns]))
-    codes = to_numpy(pc.fill_null(joint.indices, -2)).astype(np.int64) + 2
-    out, at = [], 0
-    for i, c in enumerate(columns):
-        part = codes[at : at + len(c)]
-        part[part == 0] = min(i, 1)
-        out.append(part)
-        at += len(c)
-    return out
-
-
 def _match_checksums(
-    w: _Groups,
-    s: _Groups,
+    w: Groups,
+    s: Groups,
     common: np.ndarray,
     sb_of_common: np.ndarray,
     ws_ck: pa.Array,
@@ -626,30 +488,19 @@ def _match_checksums(
     if groups.size:
         ws_rows, ws_gid = w.rows_of(groups)
         sb_rows, sb_gid = s.rows_of(sb_of_common[~single])
-        ws_code, sb_code = _checksum_codes(ws_ck.take(ws_rows), sb_ck.take(sb_rows))
+        ws_code, sb_code = checksum_codes(ws_ck.take(ws_rows), sb_ck.take(sb_rows))
         hit = np.isin((sb_gid << 32) | sb_code, (ws_gid << 32) | ws_code)
         ck_match[groups[np.unique(sb_gid[hit])]] = True
         hit_rows, hit_gid = sb_rows[hit], sb_gid[hit]
         received = sb_received[hit_rows]
         # Earliest received first (nulls, int64 min, go last), then one per key.
         first = np.lexsort(
-            (np.where(received == _NULL_TIME, np.iinfo(np.int64).max, received), hit_gid)
+            (np.where(received == NULL_TIME, np.iinfo(np.int64).max, received), hit_gid)
         )
         keep = np.ones(first.size, bool)
         keep[1:] = hit_gid[first][1:] != hit_gid[first][:-1]
         chosen[groups[hit_gid[first][keep]]] = hit_rows[first][keep]
     return ck_match, chosen
-
-
-def _duplicates(g: _Groups, checksums: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Per duplicated group (``g.dup``): surplus copies repeating a checksum an earlier
-    copy had (retry), and copies bringing a new one (conflicting)."""
-    if g.dup.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    rows, gid = g.rows_of(g.dup)
-    (codes,) = _checksum_codes(checksums.take(rows))
-    distinct = np.bincount(np.unique((gid << 32) | codes) >> 32, minlength=g.dup.size)
-    return g.counts[g.dup] - distinct, distinct - 1
 
 
 def _invalid_rows(table: pa.Table) -> np.ndarray:
@@ -684,78 +535,6 @@ def _backfilled_rows(sb: pa.Table, backfilled: pa.Table | None) -> np.ndarray:
     return rows[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
 
 
-def _out_of_order(s: _Groups, code: np.ndarray, received: np.ndarray) -> np.ndarray:
-    """Rows (with a received_at) for which a higher seq of their stream was received
-    strictly earlier: in (received_at, seq) order, exactly the rows whose seq is below
-    the highest seq before them. One pass over the key order, no sort by time."""
-    if s.m < 2:
-        return np.zeros(0, np.int64)
-    r = received[s.order]  # key order: (stream, seq)
-    valid = r != _NULL_TIME
-    if not valid.any():
-        return np.zeros(0, np.int64)
-    bits = 63 - max(1, int(code.max()).bit_length())
-    low, high = int(r[valid].min()), int(r[valid].max())
-    if high - low >= 1 << bits:  # a span of centuries: rank the instants instead
-        rank = np.unique(r[valid], return_inverse=True)[1]
-        r = r.copy()
-        r[valid] = rank
-        low, bits = 0, min(bits, 62)
-    # Stream code in the high bits, so a minimum over later keys never leaves the stream.
-    arrival = (code[s.order] << bits) | np.where(valid, r - low, (1 << bits) - 1)
-    first = arrival[s.starts] if s.dup.size == 0 else np.minimum.reduceat(arrival, s.starts)
-    later = np.empty_like(first)
-    later[:-1] = np.minimum.accumulate(first[::-1])[::-1][1:]  # over the groups after g
-    later[-1] = np.iinfo(np.int64).max
-    late = valid & (np.repeat(later, s.counts) < arrival)
-    return s.order[late]
-
-
-def _log_gaps(streams: pa.Array, code: np.ndarray, seq: np.ndarray) -> pa.Table:
-    at = np.flatnonzero((code[1:] == code[:-1]) & (seq[1:] - seq[:-1] > 1))
-    return pa.table(
-        {
-            "stream": streams.take(code[at]),
-            "first_missing": seq[at] + 1,
-            "last_missing": seq[at + 1] - 1,
-        },
-        schema=_GAPS_SCHEMA,
-    )
-
-
-def _supabase_gaps(
-    streams: pa.Array,
-    code: np.ndarray,
-    seq: np.ndarray,
-    expected: np.ndarray,
-    present: np.ndarray,
-) -> pa.Table:
-    """Runs of expected log keys absent from Supabase with an expected key present
-    before and after them in the same stream (inputs: per log key, in key order)."""
-    absent = np.flatnonzero(expected & ~present)
-    there = np.flatnonzero(expected & present)
-    if absent.size == 0 or there.size == 0:
-        return _GAPS_SCHEMA.empty_table()
-    nxt = np.searchsorted(there, absent)
-    inside = (nxt > 0) & (nxt < there.size)
-    absent, nxt = absent[inside], nxt[inside]
-    c = code[absent]
-    inside = (code[there[nxt - 1]] == c) & (code[there[nxt]] == c)
-    c, q = c[inside], seq[absent[inside]]
-    if c.size == 0:
-        return _GAPS_SCHEMA.empty_table()
-    run = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (q[1:] != q[:-1] + 1)])
-    last = np.append(run[1:], c.size) - 1
-    return pa.table(
-        {"stream": streams.take(c[run]), "first_missing": q[run], "last_missing": q[last]},
-        schema=_GAPS_SCHEMA,
-    )  # fmt: skip
-
-
-def _keys_table(streams: pa.Array, code: np.ndarray, seq: np.ndarray) -> pa.Table:
-    return pa.table({"stream": streams.take(code), "seq": seq}, schema=_KEYS_SCHEMA)
-
-
 def _unclassified(table: pa.Table) -> dict[str, int]:
     mask = pc.fill_null(table.column("unclassified"), False)
     types = table.column("event_type").filter(mask)
@@ -788,12 +567,3 @@ def _rate(matched: int, expected: int) -> float:
 
 def _rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _key_list(keys: pa.Table) -> list[list[Any]]:
-    return [
-        list(pair)
-        for pair in zip(
-            keys.column("stream").to_pylist(), keys.column("seq").to_pylist(), strict=True
-        )
-    ]

@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from parity.core.errors import ConfigurationError, FlagError
-from parity.core.partitions import aware_utc
+from parity.core.partitions import aware_utc, floor_hour
 
 # Flag names (DESIGN 5). To be unified with ``parity.routing.FLAG_DEFAULTS``.
 MONITORING_CRITICAL_EVENTS_SUPABASE = "MONITORING_CRITICAL_EVENTS_SUPABASE"
@@ -235,7 +235,7 @@ class ReconciledHour:
 
     def __post_init__(self) -> None:
         start = aware_utc(self.hour_start, "hour_start")
-        if start != _floor_hour(start):
+        if start != floor_hour(start):
             raise ValueError(f"hour_start {start.isoformat()} is not on the hour")
         object.__setattr__(self, "hour_start", start)
 
@@ -287,12 +287,8 @@ class RolloutDecision:
         }
 
 
-def _floor_hour(value: dt.datetime) -> dt.datetime:
-    return value.replace(minute=0, second=0, microsecond=0)
-
-
 def _ceil_hour(value: dt.datetime) -> dt.datetime:
-    floor = _floor_hour(value)
+    floor = floor_hour(value)
     return floor if floor == value else floor + dt.timedelta(hours=1)
 
 
@@ -389,7 +385,7 @@ def decide(inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime) -> Ro
                 f"soaking at step {step} for {soaked} of {config.min_soak}",
             )
         first = _ceil_hour(started)
-        last = _floor_hour(now - config.reconcile_lag) - dt.timedelta(hours=1)
+        last = floor_hour(now - config.reconcile_lag) - dt.timedelta(hours=1)
         clean_hours, missing, dirty = _clean_run(
             inputs.hours, first, last, config.required_clean_hours
         )

@@ -32,7 +32,7 @@ transient); a re-run tries the refused keys once more, writes nothing else twice
 Latency. Backfilled rows take ``received_at = now()`` (the column default): they did reach
 Supabase only now, so a reconciliation after the backfill shows their latency as the time
 since emission. :func:`write_ledger` keeps, per partition, the keys a backfill sent and
-when, so latency figures can leave them out (see ``ledger_path``).
+when, so latency figures can leave them out (see :func:`write_ledger`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from parity.core.errors import (
     StoreError,
     StoreRefusedError,
 )
+from parity.core.layout import Layout
 from parity.core.routing import FlagTimeline, expected_in_supabase
 from parity.io.files import write_json_atomic
 from parity.io.reports import load_report
@@ -486,23 +487,21 @@ def backfill(
 
 
 def load_log_snapshot(
-    snapshots_dir: Path,
-    partition: str,
+    snapshot: SnapshotFile | None,
     read_log: Callable[[], pa.Table],
     keys: Iterable[Sequence[Any]] | None = None,
 ) -> pa.Table:
-    """The stored ``ws_log_snapshot`` of the partition, else the log read afresh. With
-    ``keys`` (a report's missing keys), only the rows of those keys, read part by part:
-    memory follows what is missing, not the hour."""
-    path = Path(snapshots_dir) / "ws_log_snapshot" / f"{partition}.parquet"
-    if not path.exists():
+    """The partition's stored ``ws_log_snapshot`` (as the IO manager loads it), else the log
+    read afresh. With ``keys`` (a report's missing keys), only the rows of those keys, read
+    part by part: memory follows what is missing, not the hour."""
+    if snapshot is None:
         table = read_log()
         return table if keys is None else _rows_of(table, keys_table(keys))
     if keys is None:
-        return pq.read_table(path)
+        return pq.read_table(snapshot.path)
     wanted = keys_table(keys)
-    parts = [_rows_of(part, wanted) for part in SnapshotFile(path).parts()]
-    return pa.concat_tables(parts) if parts else pq.read_schema(path).empty_table()
+    parts = [_rows_of(part, wanted) for part in snapshot.parts()]
+    return pa.concat_tables(parts) if parts else pq.read_schema(snapshot.path).empty_table()
 
 
 def store_keys(store: EventStore, start: dt.datetime, end: dt.datetime, ws: pa.Table) -> pa.Table:
@@ -530,30 +529,25 @@ def _key_text(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(seq, table.column("stream"), "\x00").combine_chunks()
 
 
-def report_keys(reports_dir: Path, partition: str, *, all_missing: bool) -> list[Any] | None:
+def report_keys(layout: Layout, partition: str, *, all_missing: bool) -> list[Any] | None:
     """The report's ``missing_keys`` (the backfill's input, DESIGN 7); None (recompute)
     with ``all_missing`` — the report lists only keys the cohort expected — or when the
     hour has no report yet."""
     if all_missing:
         return None
     try:
-        return list(load_report(reports_dir, partition)["missing_keys"])
+        return list(load_report(layout, partition)["missing_keys"])
     except ReportNotFoundError:
         return None
 
 
-def ledger_path(home: Path, partition: str) -> Path:
-    """Where :func:`write_ledger` keeps a partition's backfills."""
-    return Path(home) / "backfills" / f"{partition}.json"
-
-
-def write_ledger(home: Path, result: BackfillResult) -> Path | None:
+def write_ledger(layout: Layout, result: BackfillResult) -> Path | None:
     """Append the backfill to the partition's ledger: when it ran and the keys it sent.
     Backfilled rows carry ``received_at = now()``; the ledger lets latency figures tell
     them from live deliveries. Nothing is kept for a dry run or when nothing was sent."""
     if result.dry_run or result.sent_keys.num_rows == 0:
         return None
-    path = ledger_path(home, result.partition)
+    path = layout.ledger(result.partition)
     runs = json.loads(path.read_text("utf-8")) if path.exists() else []
     keys = result.sent_keys
     runs.append(
@@ -571,9 +565,9 @@ def write_ledger(home: Path, result: BackfillResult) -> Path | None:
     return path
 
 
-def backfilled_keys(home: Path, partition: str) -> pa.Table:
+def backfilled_keys(layout: Layout, partition: str) -> pa.Table:
     """Every (stream, seq) a backfill has sent for the partition, from its ledger."""
-    path = ledger_path(home, partition)
+    path = layout.ledger(partition)
     runs = json.loads(path.read_text("utf-8")) if path.exists() else []
     pairs = {(s, q) for run in runs for s, q in run.get("sent_keys", [])}
     ordered = sorted(pairs)

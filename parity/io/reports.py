@@ -7,25 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from parity.core.errors import ReportNotFoundError
+from parity.core.layout import Layout
 from parity.core.report import REPORT_KEYS
 from parity.io.files import write_json_atomic
 
 
-def report_path(reports_dir: Path, partition: str) -> Path:
-    return reports_dir / f"{partition}.json"
-
-
-def write_report(reports_dir: Path, report: dict[str, Any]) -> Path:
+def write_report(layout: Layout, report: dict[str, Any]) -> Path:
     missing = [k for k in REPORT_KEYS if k not in report]
     if missing:
         raise ValueError(f"report for {report.get('partition')!r} lacks keys {missing}")
-    path = report_path(reports_dir, report["partition"])
+    path = layout.report(report["partition"])
     write_json_atomic(path, report)
     return path
 
 
-def load_report(reports_dir: Path, partition: str) -> dict[str, Any]:
-    path = report_path(reports_dir, partition)
+def load_report(layout: Layout, partition: str) -> dict[str, Any]:
+    path = layout.report(partition)
     try:
         return json.loads(path.read_text("utf-8"))
     except FileNotFoundError:

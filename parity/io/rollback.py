@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from psycopg import Connection
@@ -17,6 +16,7 @@ from psycopg import Connection
 from parity.core import partitions, rollout
 from parity.core import report as reports
 from parity.core.errors import ConcurrentUpdateError, FlagError, ReportNotFoundError
+from parity.core.layout import Layout
 from parity.core.redact import redact, secrets_of
 from parity.io import flags as flagdb
 from parity.io.notify import Delivery, post_webhook
@@ -113,7 +113,7 @@ def apply_transition(
 
 
 def reconciled_hours(
-    reports_dir: Path, since: dt.datetime | None, now: dt.datetime, limit: int = 72
+    layout: Layout, since: dt.datetime | None, now: dt.datetime, limit: int = 72
 ) -> list[rollout.ReconciledHour]:
     """Each complete hour from ``since`` (at most ``limit`` hours back) to now: clean,
     dirty, or None when it has no report yet."""
@@ -122,7 +122,7 @@ def reconciled_hours(
     hours = []
     while hour < last:
         try:
-            doc = load_report(reports_dir, partitions.format_key(hour))
+            doc = load_report(layout, partitions.format_key(hour))
             clean: bool | None = reports.is_clean(doc)
         except ReportNotFoundError:
             clean = None

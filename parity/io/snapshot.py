@@ -1,6 +1,6 @@
 """Snapshots written and read in bounded parts, so memory does not grow with the hour.
 
-A snapshot is one Parquet file (as before: ``snapshots/<asset>/<partition>.parquet``)
+A snapshot is one Parquet file (``snapshots/<asset>/<partition>.parquet``)
 whose row groups are *parts*: each part holds whole streams, sorted by the snapshot's sort
 keys, and no stream is in two parts. Anything that works stream by stream (the
 reconciliation, gaps, duplicates) can then run one part at a time and merge.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from parity.core.layout import Layout
 from parity.io.files import atomic_target
 
 #: Buckets rows are spilled into. Parts are groups of consecutive buckets, so this bounds
@@ -339,12 +339,11 @@ def _within(inner: range, outer: range) -> bool:
 
 
 @contextmanager
-def staged(snapshots_dir: Path, asset: str, partition: str) -> Iterator[Path]:
+def staged(layout: Layout, asset: str, partition: str) -> Iterator[Path]:
     """A private path where an asset writes its snapshot before the IO manager publishes
     it (by a rename); removed if the block fails, so a failed run leaves nothing behind."""
-    directory = Path(snapshots_dir) / ".staging" / asset
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{partition}.{os.getpid()}.{os.urandom(4).hex()}.parquet"
+    path = layout.staging(asset, partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield path
     except BaseException:

@@ -16,9 +16,10 @@ import pytest
 
 from checks import specs
 from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
-from checks.evaluate import evaluate_checks, ge_results_path
+from checks.evaluate import evaluate_checks
 from parity.core.errors import ConfigurationError
 from parity.core.events import CATEGORIES, make_event
+from parity.core.layout import Layout
 from parity.core.report import REPORT_KEYS
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 from parity.io.verify import verify_checksums
@@ -155,7 +156,11 @@ def evaluate(
     asset: str, data: object, check: str, tmp_path: Path | None = None, **kw: Any
 ) -> dg.AssetCheckResult:
     """The one result of ``check``."""
-    results = list(evaluate_checks(asset, data, {check}, PARTITION, tmp_path, **kw))
+    results = list(
+        evaluate_checks(
+            asset, data, {check}, PARTITION, Layout(tmp_path) if tmp_path else None, **kw
+        )
+    )
     assert [r.check_name for r in results] == [check]
     return results[0]
 
@@ -443,7 +448,9 @@ def test_only_selected_checks_are_emitted():
 def test_every_check_of_an_asset_is_emitted_when_all_are_selected(tmp_path: Path):
     names = {c.name for c in specs.checks_for(specs.SUPABASE_EVENTS_SNAPSHOT)}
     results = list(
-        evaluate_checks(specs.SUPABASE_EVENTS_SNAPSHOT, sb_table([]), names, PARTITION, tmp_path)
+        evaluate_checks(
+            specs.SUPABASE_EVENTS_SNAPSHOT, sb_table([]), names, PARTITION, Layout(tmp_path)
+        )
     )
     assert {r.check_name for r in results} == names
     assert all(r.passed for r in results)
@@ -453,7 +460,7 @@ def test_ge_validation_results_are_written_next_to_the_report(tmp_path: Path):
     selected = {c.name for c in specs.checks_for(specs.WS_LOG_SNAPSHOT)}
     log = ws_table(rows({"health": [1, 2, 4]}))
     results = list(evaluate_checks(specs.WS_LOG_SNAPSHOT, log, selected, PARTITION, tmp_path))
-    path = ge_results_path(tmp_path, PARTITION, specs.WS_LOG_SNAPSHOT)
+    path = Layout(tmp_path).ge_results(PARTITION, specs.WS_LOG_SNAPSHOT)
     assert path == tmp_path / f"{PARTITION}.ge.ws_log_snapshot.json"
     doc = json.loads(path.read_text("utf-8"))
     assert doc["partition"] == PARTITION

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from checks import specs
 from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
-from checks.evaluate import evaluate_checks, ge_results_path
+from checks.evaluate import evaluate_checks
+from parity.core.layout import Layout
 from tests.checks.test_checks import PARTITION, corrupt, meta, rows, sb_table, ws_table
 
 # GE 1.24 imports the deprecated sre_constants / sre_parse modules; nothing to do about it here.
@@ -72,7 +73,16 @@ def all_checks(asset: str) -> set[str]:
 
 
 def run(asset: str, data: object, reports_dir: Path | None = None) -> list[dg.AssetCheckResult]:
-    return list(evaluate_checks(asset, data, all_checks(asset), PARTITION, reports_dir, CRITERIA))
+    return list(
+        evaluate_checks(
+            asset,
+            data,
+            all_checks(asset),
+            PARTITION,
+            Layout(reports_dir) if reports_dir else None,
+            CRITERIA,
+        )
+    )
 
 
 def outcome(results: list[dg.AssetCheckResult]) -> list[tuple[Any, ...]]:
@@ -95,7 +105,7 @@ def outcome(results: list[dg.AssetCheckResult]) -> list[tuple[Any, ...]]:
 
 def ge_document(reports_dir: Path, asset: str) -> dict[str, Any]:
     """GE's results file without what differs from run to run (load and evaluation time)."""
-    doc = json.loads(ge_results_path(reports_dir, PARTITION, asset).read_text("utf-8"))
+    doc = json.loads(Layout(reports_dir).ge_results(PARTITION, asset).read_text("utf-8"))
     del doc["evaluated_at"]
     for validation in doc["validations"].values():
         del validation["meta"]["batch_markers"]["ge_load_time"]

@@ -4,6 +4,7 @@ import pytest
 
 from parity.core import report
 from parity.core.errors import ReportNotFoundError
+from parity.core.layout import Layout
 from parity.io.reports import load_report, write_report
 
 
@@ -24,36 +25,36 @@ def clean_report(partition="2026-11-28-10:00"):
 
 def test_write_and_load_round_trip(tmp_path):
     doc = clean_report()
-    path = write_report(tmp_path, doc)
+    path = write_report(Layout(tmp_path), doc)
     assert path.name == "2026-11-28-10:00.json"
-    assert load_report(tmp_path, "2026-11-28-10:00") == doc
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+    assert load_report(Layout(tmp_path), "2026-11-28-10:00") == doc
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
 
 
 def test_failed_write_keeps_the_previous_report(tmp_path, monkeypatch):
-    write_report(tmp_path, clean_report())
+    write_report(Layout(tmp_path), clean_report())
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        write_report(tmp_path, clean_report() | {"matched": 5})
+        write_report(Layout(tmp_path), clean_report() | {"matched": 5})
     monkeypatch.undo()
-    assert load_report(tmp_path, "2026-11-28-10:00")["matched"] == 0
-    assert len(list(tmp_path.iterdir())) == 1
+    assert load_report(Layout(tmp_path), "2026-11-28-10:00")["matched"] == 0
+    assert len(list((tmp_path / "reports").iterdir())) == 1
 
 
 def test_report_must_have_every_key(tmp_path):
     doc = clean_report()
     del doc["latency_ms"]
     with pytest.raises(ValueError, match="latency_ms"):
-        write_report(tmp_path, doc)
+        write_report(Layout(tmp_path), doc)
 
 
 def test_missing_report_says_what_to_run(tmp_path):
     with pytest.raises(ReportNotFoundError, match="parity reconcile --partition 2026-11-28-09:00"):
-        load_report(tmp_path, "2026-11-28-09:00")
+        load_report(Layout(tmp_path), "2026-11-28-09:00")
 
 
 def test_clean_and_discrepancies():

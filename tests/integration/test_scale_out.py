@@ -9,6 +9,8 @@ import datetime as dt
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from assets.reconciliation import SUPABASE_READS_POOL
 from orchestration.definitions import build_definitions
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_ON_CHECK_FAILURE, CheckCursor
@@ -72,6 +75,18 @@ def dagster_home(tmp_path: Path, dagster_pg_url: str, monkeypatch: pytest.Monkey
     # database at the same moment race to create the same tables.
     with dg.DagsterInstance.from_config(str(home)):
         pass
+    # The pool is created once here, as deploy/README's steps do before any worker starts:
+    # two first runs that each create it on demand race on its unique key.
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_URL": dagster_pg_url}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "instance", "concurrency", "set", SUPABASE_READS_POOL, "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
     return home
 
 
@@ -162,7 +177,7 @@ def test_four_hour_backfill_runs_in_parallel_on_postgres_storage(
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(KEYS)
 
     for key in KEYS:
-        doc = load_report(hours.settings.reports_dir, key)
+        doc = load_report(hours.settings.layout, key)
         assert doc["expected_in_supabase"] == 18
         assert doc["missing_in_supabase"] == (1 if key == FAULTY else 0)
         assert reports.is_clean(doc) == (key != FAULTY)

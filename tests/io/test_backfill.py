@@ -25,6 +25,7 @@ from parity.core.reconcile import reconcile
 from parity.core.routing import CRITICAL_EVENTS_SUPABASE, FlagTimeline
 from parity.core.schema import STORE_SCHEMA
 from parity.io import backfill as bf
+from parity.io.snapshot import SnapshotFile
 from parity.io.store import EventStore, with_derived_columns
 from parity.io.store_pg import PostgresStore
 from parity.io.wslog import read_window, write_events
@@ -446,14 +447,15 @@ def test_only_the_missing_keys_are_read_part_by_part(
         raise AssertionError("the stored snapshot exists: the log is not read again")
 
     wanted = [["health", 5], ["errors", 20], ["nowhere", 1]]
-    got = bf.load_log_snapshot(tmp_path / "snapshots", PARTITION, never, wanted)
+    stored = SnapshotFile(snaps / f"{PARTITION}.parquet")
+    got = bf.load_log_snapshot(stored, never, wanted)
     keys = sorted(zip(got.column("stream").to_pylist(), got.column("seq").to_pylist(), strict=True))
     assert keys == [("errors", 20), ("health", 5), ("health", 5)]
     assert got.schema == ws.schema
-    whole = bf.load_log_snapshot(tmp_path / "snapshots", PARTITION, never)
+    whole = bf.load_log_snapshot(stored, never)
     assert whole.num_rows == ws.num_rows
     # No stored snapshot: the log read afresh, filtered the same way.
-    fresh = bf.load_log_snapshot(tmp_path / "elsewhere", PARTITION, lambda: ws, wanted)
+    fresh = bf.load_log_snapshot(None, lambda: ws, wanted)
     assert fresh.num_rows == 3
 
     store.insert_events(to_rows([*health, *errors[:10]]))

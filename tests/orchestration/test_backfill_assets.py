@@ -27,7 +27,6 @@ from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import RECONCILE_EVENTS_JOB, build_jobs
 from orchestration.rollout import RollbackConfig, rollback_job
 from parity.core import report as reports
-from parity.io.backfill import ledger_path
 from parity.io.flags import set_flags
 from parity.io.reports import load_report
 from tests.orchestration.conftest import World, stream_events
@@ -91,7 +90,7 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
             reconcile_job.execute_in_process(
                 partition_key=key, instance=instance, raise_on_error=False
             )
-            assert load_report(world.settings.reports_dir, key)["missing_in_supabase"] == 3
+            assert load_report(world.settings.layout, key)["missing_in_supabase"] == 3
 
         dry = backfill_range(defs, instance, dry_run=True)
         [dry_mat] = [e.materialization for e in dry.get_asset_materialization_events()][:1]
@@ -111,7 +110,7 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
         by_partition = totals["by_partition"].value
         assert {k: v["written"] for k, v in by_partition.items()} == dict.fromkeys(KEYS, 3)
         assert world.store().count(DAY, DAY + dt.timedelta(days=1)) == 30
-        ledger = json.loads(ledger_path(world.home, KEYS[2]).read_text())
+        ledger = json.loads(world.settings.layout.ledger(KEYS[2]).read_text())
         assert len(ledger[0]["sent_keys"]) == 3
 
         # The sensor asks for one reconciliation per backfilled hour, the dry run for none.
@@ -128,7 +127,7 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
                 partition_key=request.partition_key, instance=instance, tags=request.tags
             )
             assert run.success
-            doc = load_report(world.settings.reports_dir, request.partition_key)
+            doc = load_report(world.settings.layout, request.partition_key)
             assert reports.is_clean(doc), reports.discrepancies(doc)
 
         # A second backfill finds nothing to write.

@@ -53,7 +53,7 @@ def test_every_fault_is_counted_exactly(world_env: World):
     with dg.instance_for_test() as instance:
         result = run_partition(instance)
 
-    doc = load_report(world_env.settings.reports_dir, PARTITION)
+    doc = load_report(world_env.settings.layout, PARTITION)
     assert set(reports.REPORT_KEYS) <= set(doc)
     assert doc["ws_events"] == 40 + 1 + 10 + 9
     assert doc["supabase_events"] == 39 + 1 + 10 + 1
@@ -103,13 +103,13 @@ def test_clean_hour_is_clean_and_outside_cohort_is_never_missing(world_env: Worl
     with dg.instance_for_test() as instance:
         result = run_partition(instance)
     assert result.success
-    doc = load_report(world_env.settings.reports_dir, PARTITION)
+    doc = load_report(world_env.settings.layout, PARTITION)
     assert reports.is_clean(doc), reports.discrepancies(doc)
     assert (doc["expected_in_supabase"], doc["matched"], doc["delivery_rate"]) == (30, 30, 1.0)
     assert all(e.passed for e in result.get_asset_check_evaluations())
     assert len(result.get_asset_check_evaluations()) == 11
     # The snapshots are stored per partition, as Parquet.
-    snap = world_env.settings.snapshots_dir / "ws_log_snapshot" / f"{PARTITION}.parquet"
+    snap = world_env.settings.layout.snapshot("ws_log_snapshot", PARTITION)
     assert pq.read_metadata(snap).num_rows == 60
 
 
@@ -120,21 +120,21 @@ def test_rerun_replaces_the_report_and_a_failed_run_keeps_the_previous(world_env
     critical_on_since_yesterday(world_env)
     with dg.instance_for_test() as instance:
         run_partition(instance)
-        assert load_report(world_env.settings.reports_dir, PARTITION)["matched"] == 9
+        assert load_report(world_env.settings.layout, PARTITION)["matched"] == 9
         world_env.insert(health[9:])
         run_partition(instance)
-        assert load_report(world_env.settings.reports_dir, PARTITION)["matched"] == 10
+        assert load_report(world_env.settings.layout, PARTITION)["matched"] == 10
 
         # The log directory disappears: the run fails, the previous report and snapshot stay.
         log_dir = world_env.settings.ws_log_dir
         log_dir.rename(log_dir.with_name("ws-log-gone"))
         result = run_partition(instance)
     assert not result.success
-    assert load_report(world_env.settings.reports_dir, PARTITION)["matched"] == 10
-    snap = world_env.settings.snapshots_dir / "ws_log_snapshot" / f"{PARTITION}.parquet"
+    assert load_report(world_env.settings.layout, PARTITION)["matched"] == 10
+    snap = world_env.settings.layout.snapshot("ws_log_snapshot", PARTITION)
     assert pq.read_metadata(snap).num_rows == 10
     # Nothing staged is left behind by the runs, failed or not.
-    staging = world_env.settings.snapshots_dir / ".staging"
+    staging = world_env.settings.layout.snapshots_dir / ".staging"
     assert [p for p in staging.rglob("*") if p.is_file()] == []
 
 
@@ -148,13 +148,13 @@ def test_an_hour_read_in_many_parts_reports_exactly_as_in_one(
     faulty_hour(world_env)
     with dg.instance_for_test() as instance:
         whole = run_partition(instance)
-        one = load_report(world_env.settings.reports_dir, PARTITION)
-        ws_file = world_env.settings.snapshots_dir / "ws_log_snapshot" / f"{PARTITION}.parquet"
+        one = load_report(world_env.settings.layout, PARTITION)
+        ws_file = world_env.settings.layout.snapshot("ws_log_snapshot", PARTITION)
         assert len(snapshot.SnapshotFile(ws_file).layout()) == 1
 
         monkeypatch.setattr(snapshot, "DEFAULT_PART_ROWS", 3)
         parted = run_partition(instance)
-        many = load_report(world_env.settings.reports_dir, PARTITION)
+        many = load_report(world_env.settings.layout, PARTITION)
         assert len(snapshot.SnapshotFile(ws_file).layout()) == 3  # its three streams apart
 
     def verdicts(result: dg.ExecuteInProcessResult) -> dict:

@@ -156,7 +156,7 @@ def test_rollback_posts_to_the_webhook(world_env: World, webhook: str, monkeypat
     set_values(world_env, {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10})
     assert run_rollback(world_env, "latency").success
     [payload] = _Hook.received
-    assert payload["event"] == "parity.io.rollback" and payload["reason"] == "latency"
+    assert payload["event"] == "parity.rollback" and payload["reason"] == "latency"
     assert payload["changes"]["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0
 
 
@@ -375,7 +375,7 @@ def write_clean_reports(world: World, hours: list[dt.datetime]) -> None:
             window_end="",
             by_category={},
         )
-        write_report(world.settings.reports_dir, doc)
+        write_report(world.settings.layout, doc)
 
 
 def test_canary_holds_while_paused_and_promotes_when_green(world_env: World):

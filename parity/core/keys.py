@@ -1,0 +1,250 @@
+"""Rows keyed by (stream, seq), columnar: stream codes, packed keys, groups of copies,
+sequence gaps and key lists. The reconciliation and the checks build on these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from parity.core.routing import to_numpy
+
+#: A received_at that is null, as int64 microseconds.
+NULL_TIME = np.iinfo(np.int64).min
+
+
+KEYS_SCHEMA = pa.schema([("stream", pa.string()), ("seq", pa.int64())])
+
+
+GAPS_SCHEMA = pa.schema(
+    [("stream", pa.string()), ("first_missing", pa.int64()), ("last_missing", pa.int64())]
+)
+
+
+def require_columns(table: pa.Table, columns: tuple[str, ...], what: str) -> None:
+    absent = [c for c in columns if c not in table.column_names]
+    if absent:
+        raise ValueError(f"{what} lacks column(s) {', '.join(absent)}")
+
+
+def seq_numbers(table: pa.Table, what: str) -> np.ndarray:
+    seq = table.column("seq")
+    if seq.null_count:
+        raise ValueError(f"{what} has {seq.null_count} rows without seq")
+    return to_numpy(pc.cast(seq, pa.int64())).astype(np.int64, copy=False)
+
+
+def combined(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+
+
+def encode_streams(
+    ws: pa.ChunkedArray, sb: pa.ChunkedArray
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Stream codes for both sides over one sorted dictionary (so code order is
+    stream order), hashing each row once."""
+    encoded = [pc.dictionary_encode(side).chunks for side in (ws, sb)]
+    dictionaries = [c.dictionary for chunks in encoded for c in chunks]
+    union = pc.unique(pa.concat_arrays(dictionaries)) if dictionaries else pa.array([], pa.string())
+    streams = union.take(pc.sort_indices(union))
+    codes = []
+    for chunks in encoded:
+        parts = [
+            to_numpy(pc.index_in(c.dictionary, value_set=streams)).astype(np.int64)[
+                to_numpy(c.indices)
+            ]
+            for c in chunks
+        ]
+        codes.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+    return streams, codes[0], codes[1]
+
+
+def packed_keys(
+    ws_code: np.ndarray,
+    ws_seq: np.ndarray,
+    sb_code: np.ndarray,
+    sb_seq: np.ndarray,
+    n_streams: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 per row, ordered like (stream, seq): packed bits when the ranges allow
+    (always for realistic data), else a dense rank over both sides."""
+    if ws_seq.size + sb_seq.size == 0:
+        return ws_seq.copy(), sb_seq.copy()
+    low = min(int(a.min()) for a in (ws_seq, sb_seq) if a.size)
+    high = max(int(a.max()) for a in (ws_seq, sb_seq) if a.size)
+    seq_bits = 63 - max(1, (n_streams - 1).bit_length())
+    if high - low < (1 << seq_bits):
+        return (ws_code << seq_bits) | (ws_seq - low), (sb_code << seq_bits) | (sb_seq - low)
+    codes, seqs = np.concatenate([ws_code, sb_code]), np.concatenate([ws_seq, sb_seq])
+    order = np.lexsort((seqs, codes))
+    new = np.ones(order.size, bool)
+    new[1:] = (codes[order][1:] != codes[order][:-1]) | (seqs[order][1:] != seqs[order][:-1])
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.cumsum(new)
+    return rank[: ws_code.size], rank[ws_code.size :]
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(start, start + length)`` for each pair."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Rows grouped by key: ``order`` sorts rows by key (ties in row order), group g is
+    ``order[starts[g]:starts[g] + counts[g]]`` and has key ``keys[g]``."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    keys: np.ndarray
+    first_rows: np.ndarray  # order[starts]: each group's first row
+    dup: np.ndarray  # the groups with more than one row (few)
+
+    @property
+    def m(self) -> int:
+        return int(self.keys.size)
+
+    def any(self, row_mask: np.ndarray) -> np.ndarray:
+        """Per group: whether any of its rows is set."""
+        out = row_mask[self.first_rows]
+        if self.dup.size:
+            rows, gid = self.rows_of(self.dup)
+            out[self.dup] = np.bincount(gid, weights=row_mask[rows], minlength=self.dup.size) > 0
+        return out
+
+    def group_of(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The groups of a few rows, given every row's key."""
+        return np.searchsorted(self.keys, keys[rows])
+
+    def rows_of(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the given groups, and for each row its index into ``groups``."""
+        lengths = self.counts[groups]
+        rows = self.order[ranges(self.starts[groups], lengths)]
+        return rows, np.repeat(np.arange(groups.size), lengths)
+
+    @classmethod
+    def of(cls, keys: np.ndarray) -> Groups:
+        n = keys.size
+        order = np.argsort(keys)  # introsort is several times faster than a stable sort
+        ordered = keys[order]
+        new = np.ones(n, bool)
+        new[1:] = ordered[1:] != ordered[:-1]
+        starts = np.flatnonzero(new)
+        counts = np.diff(starts, append=n)
+        dup = np.flatnonzero(counts > 1)
+        if dup.size:  # restore row order inside the (few) duplicate groups
+            positions = ranges(starts[dup], counts[dup])
+            rows = order[positions]
+            order[positions] = rows[np.lexsort((rows, np.repeat(np.arange(dup.size), counts[dup])))]
+        return cls(order, starts, counts, ordered[starts], order[starts], dup)
+
+
+def checksum_codes(*columns: pa.Array) -> list[np.ndarray]:
+    """Equal codes for equal checksums across the columns; a null equals nothing on
+    another column (code 0 on the first, 1 on the others) and is one value within it."""
+    joint = pc.dictionary_encode(pa.concat_arrays([c.cast(pa.string()) for c in columns]))
+    codes = to_numpy(pc.fill_null(joint.indices, -2)).astype(np.int64) + 2
+    out, at = [], 0
+    for i, c in enumerate(columns):
+        part = codes[at : at + len(c)]
+        part[part == 0] = min(i, 1)
+        out.append(part)
+        at += len(c)
+    return out
+
+
+def duplicate_copies(g: Groups, checksums: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per duplicated group (``g.dup``): surplus copies repeating a checksum an earlier
+    copy had (retry), and copies bringing a new one (conflicting)."""
+    if g.dup.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, gid = g.rows_of(g.dup)
+    (codes,) = checksum_codes(checksums.take(rows))
+    distinct = np.bincount(np.unique((gid << 32) | codes) >> 32, minlength=g.dup.size)
+    return g.counts[g.dup] - distinct, distinct - 1
+
+
+def out_of_order(s: Groups, code: np.ndarray, received: np.ndarray) -> np.ndarray:
+    """Rows (with a received_at) for which a higher seq of their stream was received
+    strictly earlier: in (received_at, seq) order, exactly the rows whose seq is below
+    the highest seq before them. One pass over the key order, no sort by time."""
+    if s.m < 2:
+        return np.zeros(0, np.int64)
+    r = received[s.order]  # key order: (stream, seq)
+    valid = r != NULL_TIME
+    if not valid.any():
+        return np.zeros(0, np.int64)
+    bits = 63 - max(1, int(code.max()).bit_length())
+    low, high = int(r[valid].min()), int(r[valid].max())
+    if high - low >= 1 << bits:  # a span of centuries: rank the instants instead
+        rank = np.unique(r[valid], return_inverse=True)[1]
+        r = r.copy()
+        r[valid] = rank
+        low, bits = 0, min(bits, 62)
+    # Stream code in the high bits, so a minimum over later keys never leaves the stream.
+    arrival = (code[s.order] << bits) | np.where(valid, r - low, (1 << bits) - 1)
+    first = arrival[s.starts] if s.dup.size == 0 else np.minimum.reduceat(arrival, s.starts)
+    later = np.empty_like(first)
+    later[:-1] = np.minimum.accumulate(first[::-1])[::-1][1:]  # over the groups after g
+    later[-1] = np.iinfo(np.int64).max
+    late = valid & (np.repeat(later, s.counts) < arrival)
+    return s.order[late]
+
+
+def log_gaps(streams: pa.Array, code: np.ndarray, seq: np.ndarray) -> pa.Table:
+    at = np.flatnonzero((code[1:] == code[:-1]) & (seq[1:] - seq[:-1] > 1))
+    return pa.table(
+        {
+            "stream": streams.take(code[at]),
+            "first_missing": seq[at] + 1,
+            "last_missing": seq[at + 1] - 1,
+        },
+        schema=GAPS_SCHEMA,
+    )
+
+
+def supabase_gaps(
+    streams: pa.Array,
+    code: np.ndarray,
+    seq: np.ndarray,
+    expected: np.ndarray,
+    present: np.ndarray,
+) -> pa.Table:
+    """Runs of expected log keys absent from Supabase with an expected key present
+    before and after them in the same stream (inputs: per log key, in key order)."""
+    absent = np.flatnonzero(expected & ~present)
+    there = np.flatnonzero(expected & present)
+    if absent.size == 0 or there.size == 0:
+        return GAPS_SCHEMA.empty_table()
+    nxt = np.searchsorted(there, absent)
+    inside = (nxt > 0) & (nxt < there.size)
+    absent, nxt = absent[inside], nxt[inside]
+    c = code[absent]
+    inside = (code[there[nxt - 1]] == c) & (code[there[nxt]] == c)
+    c, q = c[inside], seq[absent[inside]]
+    if c.size == 0:
+        return GAPS_SCHEMA.empty_table()
+    run = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (q[1:] != q[:-1] + 1)])
+    last = np.append(run[1:], c.size) - 1
+    return pa.table(
+        {"stream": streams.take(c[run]), "first_missing": q[run], "last_missing": q[last]},
+        schema=GAPS_SCHEMA,
+    )
+
+
+def keys_table(streams: pa.Array, code: np.ndarray, seq: np.ndarray) -> pa.Table:
+    return pa.table({"stream": streams.take(code), "seq": seq}, schema=KEYS_SCHEMA)
+
+
+def key_list(keys: pa.Table) -> list[list[Any]]:
+    return [
+        list(pair)
+        for pair in zip(
+            keys.column("stream").to_pylist(), keys.column("seq").to_pylist(), strict=True
+        )
+    ]
