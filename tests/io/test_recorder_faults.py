@@ -234,3 +234,21 @@ def test_a_text_frame_that_is_not_utf8_is_a_reject_not_a_closed_connection(
     [reject] = lines_of(tmp_path / "rejects" / "2026-11-28.jsonl")
     assert reject["reason"] == "not_utf8"
     assert base64.b64decode(reject["raw_base64"]) == b'{"s": "\xff"}'
+
+
+def test_stopping_while_the_disk_refuses_counts_the_unsaved_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = recorder(tmp_path, "ws://127.0.0.1:9/never", FakeClock(NOW))
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(recorder_module.os, "write", full)
+    with pytest.raises(OSError):
+        rec.handle(event_text(1))
+    assert rec.pending
+    rec.stop()
+    stats = asyncio.run(rec.run())
+    assert (stats.written, stats.unsaved) == (1, 1)
+    assert "stopping with a line unwritten" in caplog.text

@@ -19,7 +19,6 @@ from orchestration.backfill_sensors import (
 )
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from parity.core.events import make_event
-from parity.io.backfill import ledger_path
 from parity.io.reports import load_report
 from tests.orchestration.conftest import World, stream_events
 from tests.orchestration.test_backfill_assets import DAY, make_defs
@@ -44,7 +43,7 @@ def test_a_refused_event_does_not_block_the_repair_of_its_hour(world: World) -> 
     sensor = defs.resolve_sensor_def(RECONCILE_AFTER_BACKFILL)
     with dg.instance_for_test() as instance:
         reconcile_job.execute_in_process(partition_key=KEY, instance=instance, raise_on_error=False)
-        assert load_report(world.settings.reports_dir, KEY)["missing_in_supabase"] == 4
+        assert load_report(world.settings.layout, KEY)["missing_in_supabase"] == 4
 
         run = backfill_job.execute_in_process(
             instance=instance,
@@ -57,7 +56,7 @@ def test_a_refused_event_does_not_block_the_repair_of_its_hour(world: World) -> 
         [refused] = mat.metadata["by_partition"].value[KEY]["refused_sample"]
         assert (refused["stream"], refused["seq"]) == ("health", 11)
         assert "\\u0000" in refused["reason"] or "Unicode" in refused["reason"]
-        ledger = json.loads(ledger_path(world.home, KEY).read_text())
+        ledger = json.loads(world.settings.layout.ledger(KEY).read_text())
         assert ledger[-1]["refused"] == 1 and ["health", 11] not in ledger[-1]["sent_keys"]
 
         # As the daemon does: a sensor tick, then the run it requests.
@@ -70,5 +69,5 @@ def test_a_refused_event_does_not_block_the_repair_of_its_hour(world: World) -> 
             raise_on_error=False,
         )
         assert again.get_asset_materialization_events()  # the report was written
-        doc = load_report(world.settings.reports_dir, KEY)
+        doc = load_report(world.settings.layout, KEY)
         assert doc["missing_keys"] == [["health", 11]]  # the rest of the hour is whole
