@@ -15,6 +15,7 @@ import dagster as dg
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from parity.core import report as reports
 from parity.core.config import Settings
+from parity.core.redact import redact
 from parity.io.reports import load_report
 
 #: The CLI prints its own summary; Dagster's console log shows only errors that are not
@@ -95,7 +96,7 @@ def reconcile_partitions(
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]
                 messages = [
-                    f"{e.step_key}: {_last_line(e.step_failure_data.error.message)}"
+                    f"{e.step_key}: {redact(_last_line(e.step_failure_data.error.message))}"
                     for e in failures
                     if e.step_failure_data
                     and e.step_failure_data.error
