@@ -61,6 +61,7 @@ from websockets.exceptions import (
 
 from parity.core.errors import ConfigurationError
 from parity.core.events import format_timestamp, loads_exact
+from parity.core.redact import redact, redact_url, secrets_of
 from parity.io.files import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -229,8 +230,10 @@ class Recorder:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         progress_stream: TextIO | None = None,
     ) -> None:
+        #: The URL as messages show it: producers often put a token in its query.
+        self.where = redact_url(config.url)
         if not config.url.startswith(("ws://", "wss://")):
-            raise ConfigurationError(f"{config.url!r} is not a ws:// or wss:// URL")
+            raise ConfigurationError(f"{self.where} is not a ws:// or wss:// URL")
         self.config = config
         self.clock = clock
         self._sleep = sleep
@@ -352,12 +355,12 @@ class Recorder:
                 ) as ws:
                     self.stats.connections += 1
                     delay = cfg.backoff_initial_s
-                    log.info("recording %s into %s", cfg.url, cfg.out)
+                    log.info("recording %s into %s", self.where, cfg.out)
                     if await self._receive(ws):
                         return
                 reason = "the server closed the connection"
             except InvalidURI as exc:
-                raise ConfigurationError(f"{cfg.url!r}: {exc}") from None
+                raise ConfigurationError(f"{self.where}: {self._redact(exc)}") from None
             except ConnectionClosed as exc:
                 reason = f"connection closed ({exc})"
                 if exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG:
@@ -367,10 +370,13 @@ class Recorder:
                 reason = f"{type(exc).__name__}: {exc}"
             if self._stop.is_set():
                 return
-            log.warning("%s (%s); reconnecting in %.3g s", cfg.url, reason, delay)
+            log.warning("%s (%s); reconnecting in %.3g s", self.where, self._redact(reason), delay)
             if await self._wait(self._sleep(delay)):
                 return
             delay = min(delay * 2, cfg.backoff_max_s)
+
+    def _redact(self, text: object) -> str:
+        return redact(text, *secrets_of(self.config.url))
 
     async def _receive(self, ws: Any) -> bool:
         """Log messages until the connection ends (False) or stop is asked for (True)."""

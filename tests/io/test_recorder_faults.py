@@ -252,3 +252,26 @@ def test_stopping_while_the_disk_refuses_counts_the_unsaved_line(
     stats = asyncio.run(rec.run())
     assert (stats.written, stats.unsaved) == (1, 1)
     assert "stopping with a line unwritten" in caplog.text
+
+
+def test_a_token_in_the_producer_url_is_never_logged_or_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "TkRec0rder9x7q"
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the class is not the point
+        recorder(tmp_path, f"http://127.0.0.1:1/events?token={token}", FakeClock(NOW))
+    assert token not in str(caught.value) and "ws://" in str(caught.value)
+
+    caplog.set_level("INFO")
+    url = f"ws://alice:{token}@127.0.0.1:1/events/{token}?token={token}"
+    rec = recorder(tmp_path, url, FakeClock(NOW))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(rec.run())
+        await until(lambda: rec.stats.connection_failures >= 2)
+        rec.stop()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert "reconnecting" in caplog.text and "127.0.0.1" in caplog.text
+    assert token not in caplog.text
