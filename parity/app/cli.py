@@ -18,6 +18,7 @@ from parity.core import partitions
 from parity.core import report as reports
 from parity.core.config import Settings
 from parity.core.errors import ParityError
+from parity.core.redact import redact
 from parity.io.reports import load_report
 
 
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
         return int(args.func(args, settings))
     except ParityError as exc:
-        print(f"parity: error: {exc}", file=sys.stderr)
+        print(f"parity: error: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
