@@ -47,7 +47,8 @@ def _line(partition: str, r: dict[str, Any] | None) -> str:
     count = r["planned"] if r["dry_run"] else r["written"]
     return (
         f"{partition}  {verb} {count}, already present {r['already_present']}, "
-        f"conflicts {r['conflicts']}, invalid {r['invalid']}, outside the cohort "
+        f"conflicts {r['conflicts']}, invalid {r['invalid']}, refused {r.get('refused', 0)}, "
+        "outside the cohort "
         f"{r['skipped_outside_cohort']}, {r['batches']} batches, {r['duration_s']:g} s"
     )
 
@@ -80,6 +81,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             print(_line(key, outcome.results[key]))
             for conflict in (outcome.results[key] or {}).get("conflict_sample", [])[:5]:
                 print(f"  conflict {conflict['stream']}#{conflict['seq']}: {conflict['reason']}")
+            for refused in (outcome.results[key] or {}).get("refused_sample", [])[:5]:
+                print(f"  refused {refused['stream']}#{refused['seq']}: {refused['reason']}")
             after = reconciled[key].report if key in reconciled else None
             if after is not None:
                 print("  after: " + reports.summary_text(after))
