@@ -459,9 +459,10 @@ def test_every_check_of_an_asset_is_emitted_when_all_are_selected(tmp_path: Path
 def test_ge_validation_results_are_written_next_to_the_report(tmp_path: Path):
     selected = {c.name for c in specs.checks_for(specs.WS_LOG_SNAPSHOT)}
     log = ws_table(rows({"health": [1, 2, 4]}))
-    results = list(evaluate_checks(specs.WS_LOG_SNAPSHOT, log, selected, PARTITION, tmp_path))
-    path = Layout(tmp_path).ge_results(PARTITION, specs.WS_LOG_SNAPSHOT)
-    assert path == tmp_path / f"{PARTITION}.ge.ws_log_snapshot.json"
+    layout = Layout(tmp_path)
+    results = list(evaluate_checks(specs.WS_LOG_SNAPSHOT, log, selected, PARTITION, layout))
+    path = layout.ge_results(PARTITION, specs.WS_LOG_SNAPSHOT)
+    assert path == tmp_path / "reports" / f"{PARTITION}.ge.ws_log_snapshot.json"
     doc = json.loads(path.read_text("utf-8"))
     assert doc["partition"] == PARTITION
     assert set(doc["validations"]) == selected
@@ -469,7 +470,7 @@ def test_ge_validation_results_are_written_next_to_the_report(tmp_path: Path):
     assert gaps["success"] is False
     assert gaps["meta"]["great_expectations_version"].startswith("1.")
     assert all(meta(r, "ge_results") == str(path) for r in results)
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
 
 
 def test_specs_name_every_check_on_its_asset():
