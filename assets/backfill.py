@@ -14,11 +14,12 @@ import functools
 import dagster as dg
 import pyarrow as pa
 
+from assets.failures import surface_parity_errors
 from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
 from parity.io import backfill as bf
-from parity.io.flags import load_timeline
+from parity.io.control import load_timeline
 from parity.io.wslog import read_window
 
 GROUP = "repair"
@@ -64,6 +65,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             "not written."
         ),
     )
+    @surface_parity_errors
     def missed_events_backfill(
         context: dg.AssetExecutionContext,
         config: BackfillConfig,
@@ -77,9 +79,13 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         classifier = parity.classifier()
         grace = dt.timedelta(hours=parity.log_grace_hours)
         results: list[bf.BackfillResult] = []
+        plane = parity.open_control_plane()
+        try:
+            timeline = load_timeline(plane)
+        finally:
+            plane.close()
         store = parity.open_store()
         try:
-            timeline = load_timeline(store)
             for key in context.partition_keys:
                 start, end = partitions.window(key)
                 read_log = functools.partial(

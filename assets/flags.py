@@ -6,7 +6,8 @@ import dagster as dg
 import orjson
 
 from assets.resources import ParityResource
-from parity.io.flags import ROLLOUT_STATE_FLAG, store_flags, store_history
+from parity.io.control import ROLLOUT_STATE_FLAG
+from parity.io.tables import AUDIT_TABLE
 
 FEATURE_FLAGS = "feature_flags"
 
@@ -29,12 +30,12 @@ FEATURE_FLAGS = "feature_flags"
     name="observe_feature_flags",
 )
 def feature_flags(parity: ParityResource) -> dg.ObserveResult:
-    store = parity.open_store()
+    plane = parity.open_control_plane()
     try:
-        values = store_flags(store, include_reserved=True)
-        recent = store_history(store)[-10:]
+        values = plane.read_flags(include_reserved=True)
+        recent = plane.history()[-10:]
     finally:
-        store.close()
+        plane.close()
     version = hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     rollout = values.pop(ROLLOUT_STATE_FLAG, None)
     metadata: dict = {
@@ -43,7 +44,7 @@ def feature_flags(parity: ParityResource) -> dg.ObserveResult:
     metadata["rollout_state"] = dg.MetadataValue.json(rollout or {})
     metadata["recent_changes"] = dg.MetadataValue.md(_history_markdown(recent))
     metadata["audit_history"] = dg.MetadataValue.text(
-        f"table {store.table.schema}.feature_flag_audit; `parity flags history`"
+        f"table {parity.settings().events_table.schema}.{AUDIT_TABLE}; `parity flags history`"
     )
     return dg.ObserveResult(
         asset_key=FEATURE_FLAGS, data_version=dg.DataVersion(version), metadata=metadata

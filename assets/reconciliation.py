@@ -14,6 +14,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assets.failures import surface_parity_errors
 from assets.resources import ParityResource
 from checks.evaluate import evaluate_checks
 from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
@@ -21,7 +22,7 @@ from parity.core import partitions, report
 from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 from parity.io.backfill import backfilled_keys
-from parity.io.flags import load_timeline
+from parity.io.control import load_timeline
 from parity.io.reports import write_report
 from parity.io.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
 from parity.io.store import with_derived_columns
@@ -107,6 +108,7 @@ def build_reconciliation_assets(
             "never dropped."
         ),
     )
+    @surface_parity_errors
     def ws_log_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
         settings = parity.settings()
         partition = context.partition_key
@@ -157,6 +159,7 @@ def build_reconciliation_assets(
             "duplicates included, with checksums recomputed."
         ),
     )
+    @surface_parity_errors
     def supabase_events_snapshot(context: dg.AssetExecutionContext, parity: ParityResource):
         partition = context.partition_key
         start, end = partitions.window(partition)
@@ -200,6 +203,7 @@ def build_reconciliation_assets(
             "category. Only events the rollout cohort sent to Supabase can be missing."
         ),
     )
+    @surface_parity_errors
     def event_reconciliation(
         context: dg.AssetExecutionContext,
         parity: ParityResource,
@@ -208,11 +212,11 @@ def build_reconciliation_assets(
     ):
         settings = parity.settings()
         start, end = partitions.window(context.partition_key)
-        store = parity.open_store()
+        plane = parity.open_control_plane()
         try:
-            timeline = load_timeline(store)
+            timeline = load_timeline(plane)
         finally:
-            store.close()
+            plane.close()
         quarantined = _quarantined_lines(settings.layout.quarantine(context.partition_key))
         # One pair of parts (the same streams on both sides) in memory at a time.
         result = reconcile_in_parts(

@@ -8,6 +8,7 @@ import dagster as dg
 
 from parity.core.classify import Classifier, load_rules
 from parity.core.config import Settings, TableName
+from parity.io.control import ControlPlane, open_control_plane
 from parity.io.store import EventStore, open_store
 
 #: Input metadata asking the IO manager for ``{partition key: snapshot or None}`` over every
@@ -62,6 +63,14 @@ class ParityResource(dg.ConfigurableResource):
             self.settings(),
             connect_timeout_s=self.connect_timeout_s,
             statement_timeout_s=self.statement_timeout_s,
+        )
+
+    def open_control_plane(self) -> ControlPlane:
+        """Flags, audit, metric samples and rollout state, over the store's transport."""
+        return open_control_plane(
+            self.settings(),
+            connect_timeout_s=self.connect_timeout_s,
+            statement_timeout_s=min(self.statement_timeout_s, 60.0),
         )
 
     def classifier(self) -> Classifier:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from parity.core import rollout  # noqa: E402
 from parity.core.config import Settings  # noqa: E402
-from parity.io import flags, rollback  # noqa: E402
+from parity.io import control_pg  # noqa: E402
 from parity.io.embedded import ensure_embedded, stop_embedded  # noqa: E402
 from tests.integration.webserver import running_webserver  # noqa: E402
 
@@ -58,13 +58,13 @@ def calm(url: str, schema: str) -> None:
         conn.execute(sql.SQL("delete from {}").format(sql.Identifier(schema, "delivery_metrics")))
         now = dt.datetime.now(dt.UTC)
         state = rollout.RolloutState(step=1, step_started_at=now, paused=False, paused_reason=None)
-        flags.set_flags(
+        control_pg.set_flags(
             conn,
             schema,
             {
                 "MONITORING_CRITICAL_EVENTS_SUPABASE": True,
                 PERCENTAGE: 10,
-                flags.ROLLOUT_STATE_FLAG: state.to_json(),
+                control_pg.ROLLOUT_STATE_FLAG: state.to_json(),
             },
             actor="benchmark",
             reason="trial setup",
@@ -74,8 +74,8 @@ def calm(url: str, schema: str) -> None:
 def rolled_back(url: str, schema: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
         return (
-            flags.read_flags(conn, schema)[PERCENTAGE] == 0
-            and rollback.read_state(conn, schema).rollback_in_force
+            control_pg.read_flags(conn, schema)[PERCENTAGE] == 0
+            and control_pg.read_state(conn, schema).rollback_in_force
         )
 
 

@@ -101,7 +101,8 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     from parity.core.config import Settings, TableName
     from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
     from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
-    from parity.io.flags import load_timeline
+    from parity.io.control import load_timeline
+    from parity.io.control_pg import PostgresControlPlane
     from parity.io.reports import write_report
     from parity.io.snapshot import SnapshotWriter, aligned_parts
     from parity.io.store import with_derived_columns
@@ -143,6 +144,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
             return sink.finish(path(specs.WS_LOG_SNAPSHOT))
 
     store = PostgresStore(settings.database_url, TableName.parse(env["PARITY_EVENTS_TABLE"]))
+    plane = PostgresControlPlane(settings.database_url, store.table.schema)
 
     def supabase_snapshot() -> Any:
         with SnapshotWriter(
@@ -156,7 +158,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     results = p("checks_ws", lambda: checks(specs.WS_LOG_SNAPSHOT, ws))
     sb = p("supabase_snapshot", supabase_snapshot)
     results += p("checks_supabase", lambda: checks(specs.SUPABASE_EVENTS_SNAPSHOT, sb))
-    timeline = p("flag_timeline", lambda: load_timeline(store))
+    timeline = p("flag_timeline", lambda: load_timeline(plane))
     result = p("reconcile", lambda: reconcile_in_parts(
         aligned_parts(ws, sb, LOG_COLUMNS, SUPABASE_COLUMNS), timeline=timeline,
         window_start=start, window_end=end, partition=partition,

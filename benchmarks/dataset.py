@@ -432,7 +432,7 @@ def _load_database(url: str, schema: str) -> None:
 
     from parity.core.config import TableName
     from parity.core.routing import CRITICAL_EVENTS_SUPABASE, SUPABASE_ROLLOUT_PERCENTAGE
-    from parity.io.flags import set_flags
+    from parity.io.control_pg import set_flags
     from parity.io.migrate import migrate
 
     table = TableName(schema, "monitoring_events")

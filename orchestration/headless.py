@@ -3,24 +3,29 @@ schedule runs, executed in this process."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
+from orchestration.failures import StepFailure, run_failures
 from orchestration.jobs import RECONCILE_EVENTS_JOB
+from parity.core import partitions
 from parity.core import report as reports
 from parity.core.config import Settings
-from parity.core.redact import redact
 from parity.io.reports import load_report
 
 #: The CLI prints its own summary; Dagster's console log shows only errors that are not
 #: already in it (check failures are).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+#: Called after each unit of work with what was done and how many hours it covered.
+Advance = Callable[[str, int], None]
 
 
 @dataclass
@@ -29,7 +34,12 @@ class PartitionOutcome:
     success: bool
     report: dict[str, Any] | None
     failed_checks: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
+    failures: list[StepFailure] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """The failed steps' sentences, one line (None when no step failed)."""
+        return "; ".join(str(f) for f in self.failures) or None
 
     @property
     def clean(self) -> bool:
@@ -53,12 +63,18 @@ def instance_for_cli() -> Iterator[dg.DagsterInstance]:
             yield instance
 
 
-def reconcile_partitions(
-    keys: list[str],
-    *,
-    environ: Mapping[str, str] | None = None,
-    instance: dg.DagsterInstance | None = None,
-) -> list[PartitionOutcome]:
+def check_partitions(
+    keys: list[str], environ: Mapping[str, str] | None = None, now: dt.datetime | None = None
+) -> None:
+    """Refuse, before any run starts, an hour the code location has no partition for (before
+    PARITY_PARTITIONS_START, the current hour, the future), with a sentence naming it."""
+    now = now or dt.datetime.now(dt.UTC)
+    first = Settings.from_env(environ).partitions_start_or_default(now)
+    for key in keys:
+        partitions.check_complete(key, first, now)
+
+
+def build_job(name: str, environ: Mapping[str, str] | None) -> dg.JobDefinition:
     with warnings.catch_warnings():
         # Dagster's beta/preview notices (observable source assets, sensor owners) are for
         # the authors of definitions, not for someone running `parity reconcile`.
@@ -66,8 +82,20 @@ def reconcile_partitions(
         warnings.simplefilter("ignore", dg.PreviewWarning)
         from orchestration.definitions import build_definitions
 
-        defs = build_definitions(environ)
-        job = defs.resolve_job_def(RECONCILE_EVENTS_JOB)
+        return build_definitions(environ).resolve_job_def(name)
+
+
+def reconcile_partitions(
+    keys: list[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    advance: Advance | None = None,
+    on_outcome: Callable[[PartitionOutcome], None] | None = None,
+) -> list[PartitionOutcome]:
+    """Reconcile each hour in its own run; ``on_outcome`` sees each hour as it is done."""
+    check_partitions(keys, environ)
+    job = build_job(RECONCILE_EVENTS_JOB, environ)
     settings = Settings.from_env(environ)
     outcomes = []
     with _maybe_instance(instance) as inst:
@@ -92,18 +120,12 @@ def reconcile_partitions(
             report = None
             if "event_reconciliation" in materialized:
                 report = load_report(settings.layout, key)
-            error = None
-            if not result.success:
-                failures = [e for e in result.all_events if e.is_step_failure]
-                messages = [
-                    f"{e.step_key}: {redact(_last_line(e.step_failure_data.error.message))}"
-                    for e in failures
-                    if e.step_failure_data
-                    and e.step_failure_data.error
-                    and e.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"
-                ]
-                error = "; ".join(messages) or None
-            outcomes.append(PartitionOutcome(key, result.success, report, failed, error))
+            failures = [] if result.success else run_failures(result.all_events)
+            outcomes.append(PartitionOutcome(key, result.success, report, failed, failures))
+            if on_outcome is not None:
+                on_outcome(outcomes[-1])
+            if advance is not None:
+                advance(f"reconciled {key}", 1)
     return outcomes
 
 
@@ -114,8 +136,3 @@ def _maybe_instance(instance: dg.DagsterInstance | None) -> Iterator[dg.DagsterI
     else:
         with instance_for_cli() as inst:
             yield inst
-
-
-def _last_line(message: str) -> str:
-    lines = message.strip().splitlines()
-    return lines[-1] if lines else message

@@ -4,7 +4,6 @@ them), then each hour reconciled again, as ``reconcile_after_backfill`` does in 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,22 +16,35 @@ from orchestration.backfill_sensors import (
     consecutive_runs,
     partition_run_tags,
 )
-from orchestration.headless import QUIET, PartitionOutcome, _maybe_instance, reconcile_partitions
+from orchestration.failures import StepFailure, run_failures
+from orchestration.headless import (
+    QUIET,
+    Advance,
+    PartitionOutcome,
+    _maybe_instance,
+    build_job,
+    check_partitions,
+    reconcile_partitions,
+)
 
 
 @dataclass
 class BackfillOutcome:
     """What ``parity backfill`` did: per hour, the backfill's counts (``None`` when its run
-    failed before recording them), run errors, and the reconciliation after it."""
+    failed before recording them), the failed runs' steps, and the reconciliation after."""
 
     partitions: list[str]
     results: dict[str, dict[str, Any] | None]
-    errors: list[str] = field(default_factory=list)
+    failures: list[StepFailure] = field(default_factory=list)
     reconciled: list[PartitionOutcome] = field(default_factory=list)
 
     @property
+    def errors(self) -> list[str]:
+        return [str(f) for f in self.failures]
+
+    @property
     def success(self) -> bool:
-        return not self.errors and all(r is not None for r in self.results.values())
+        return not self.failures and all(r is not None for r in self.results.values())
 
 
 def _run_config(dry_run: bool, all_missing: bool, batch_size: int) -> dict[str, Any]:
@@ -48,10 +60,12 @@ def run_backfill_job(
     dry_run: bool = False,
     all_missing: bool = False,
     batch_size: int = 1000,
-) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
-    """Run the backfill job over ``keys``; the per-hour results and the run errors."""
+    advance: Advance | None = None,
+) -> tuple[dict[str, dict[str, Any] | None], list[StepFailure]]:
+    """Run the backfill job over ``keys``; the per-hour results and the failed steps (each
+    named by the range of hours its run covered)."""
     results: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
-    errors: list[str] = []
+    failures: list[StepFailure] = []
     for chunk in consecutive_runs(keys, MAX_PARTITIONS_PER_RUN):
         result = job.execute_in_process(
             run_config=_run_config(dry_run, all_missing, batch_size),
@@ -67,14 +81,14 @@ def run_backfill_job(
             if partition is not None and partition in data:
                 results[partition] = data[partition]
         if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            messages = [
-                e.step_failure_data.error.message.strip().splitlines()[-1]
-                for e in failures
-                if e.step_failure_data and e.step_failure_data.error
-            ]
-            errors.append(f"{chunk[0]}..{chunk[-1]}: {'; '.join(messages) or 'run failed'}")
-    return results, errors
+            hours = chunk[0] if len(chunk) == 1 else f"{chunk[0]}..{chunk[-1]}"
+            failures.extend(
+                StepFailure(f"{hours} {f.step}", f.error_class, f.message, f.exit_code)
+                for f in run_failures(result.all_events)
+            )
+        if advance is not None:
+            advance(f"backfilled {chunk[0]}..{chunk[-1]}", len(chunk))
+    return results, failures
 
 
 def backfill_partitions(
@@ -85,24 +99,24 @@ def backfill_partitions(
     batch_size: int = 1000,
     environ: Mapping[str, str] | None = None,
     instance: dg.DagsterInstance | None = None,
+    advance: Advance | None = None,
 ) -> BackfillOutcome:
     """Backfill the hours, then (unless a dry run) reconcile each again."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        from orchestration.definitions import build_definitions
-
-        job = build_definitions(environ).resolve_job_def(BACKFILL_MISSED_EVENTS_JOB)
+    check_partitions(keys, environ)
+    job = build_job(BACKFILL_MISSED_EVENTS_JOB, environ)
     with _maybe_instance(instance) as inst:
-        results, errors = run_backfill_job(
+        results, failures = run_backfill_job(
             job,
             keys,
             instance=inst,
             dry_run=dry_run,
             all_missing=all_missing,
             batch_size=batch_size,
+            advance=advance,
         )
-        outcome = BackfillOutcome(keys, results, errors)
+        outcome = BackfillOutcome(keys, results, failures)
         if not dry_run:
-            outcome.reconciled = reconcile_partitions(keys, environ=environ, instance=inst)
+            outcome.reconciled = reconcile_partitions(
+                keys, environ=environ, instance=inst, advance=advance
+            )
     return outcome

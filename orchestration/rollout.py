@@ -10,18 +10,18 @@ from typing import Any
 
 import dagster as dg
 
+from assets.flags import FEATURE_FLAGS
 from assets.resources import ParityResource
 from parity.core import partitions, rollout, triggers
-from parity.io import rollback
-from parity.io.flags import read_flags
-from parity.io.metrics import load_samples, lookback
+from parity.core.routing import FLAG_DEFAULTS
+from parity.io import control, rollback
 
 ROLLBACK_JOB = "rollback_job"
 PROMOTE_ROLLOUT_JOB = "promote_rollout_job"
 ROLLBACK_ON_CHECK_FAILURE = "rollback_on_check_failure"
 ROLLBACK_ON_HEALTH_TRIGGERS = "rollback_on_health_triggers"
 CANARY_PROMOTION = "canary_promotion"
-FEATURE_FLAGS_KEY = dg.AssetKey("feature_flags")
+FEATURE_FLAGS_KEY = dg.AssetKey(FEATURE_FLAGS)
 #: Tag on every run that changes flags; deploy/dagster.yaml limits it to one at a time.
 FLAG_WRITER_TAG = "parity/flag-writer"
 
@@ -53,19 +53,13 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
     evidence.setdefault("partitions", config.partitions)
     evidence["run_id"] = context.run_id
     settings = parity.settings()
-    store = parity.open_store()
+    plane = parity.open_control_plane()
     try:
-        with store.connection() as conn:  # type: ignore[attr-defined]
-            applied = rollback.apply_rollback(
-                conn,
-                store.table.schema,
-                actor=config.actor,
-                reason=config.reason,
-                evidence=evidence,
-                now=utcnow(),
-            )
+        applied = control.apply_rollback(
+            plane, actor=config.actor, reason=config.reason, evidence=evidence, now=utcnow()
+        )
     finally:
-        store.close()
+        plane.close()
     if not applied.applied:
         context.log.info("rollback already in force: nothing changed")
     else:
@@ -115,23 +109,21 @@ class PromoteConfig(dg.Config):
 def apply_promotion(context: dg.OpExecutionContext, config: PromoteConfig, parity: ParityResource):
     """Write a promotion decided by ``canary_promotion``, compare-and-set on what it saw."""
     d = json.loads(config.decision_json)
-    store = parity.open_store()
+    plane = parity.open_control_plane()
     try:
-        with store.connection() as conn:  # type: ignore[attr-defined]
-            applied = rollback.apply_transition(
-                conn,
-                store.table.schema,
-                expected_state=rollout.RolloutState.from_json(d["expected_state"]),
-                expected_flags=d["expected_flags"],
-                flag_changes=d["flag_changes"],
-                next_state=rollout.RolloutState.from_json(d["next_state"]),
-                actor="parity:canary_promotion",
-                reason=d["reason"],
-                evidence=d["evidence"],
-                now=utcnow(),
-            )
+        applied = control.apply_transition(
+            plane,
+            expected_state=rollout.RolloutState.from_json(d["expected_state"]),
+            expected_flags=d["expected_flags"],
+            flag_changes=d["flag_changes"],
+            next_state=rollout.RolloutState.from_json(d["next_state"]),
+            actor="parity:canary_promotion",
+            reason=d["reason"],
+            evidence=d["evidence"],
+            now=utcnow(),
+        )
     finally:
-        store.close()
+        plane.close()
     context.log.info(f"rollout promoted: {applied.changes}")
     context.log_event(
         dg.AssetObservation(
@@ -321,16 +313,18 @@ def _observed(metadata) -> dict[str, Any]:  # noqa: ANN001
 # -- health triggers --------------------------------------------------------------------
 
 
-def health_verdict(parity: ParityResource, now: dt.datetime, config: triggers.TriggerConfig):
-    store = parity.open_store()
+def health_verdict(
+    parity: ParityResource, now: dt.datetime, config: triggers.TriggerConfig
+) -> tuple[triggers.HealthVerdict, rollout.RolloutState, dict[str, Any]]:
+    """The triggers evaluated at ``now``, the rollout state and the flags in force."""
+    plane = parity.open_control_plane()
     try:
-        with store.connection() as conn:  # type: ignore[attr-defined]
-            samples = load_samples(conn, store.table.schema, now - lookback(config), now)
-            state = rollback.read_state(conn, store.table.schema)
-            flags = read_flags(conn, store.table.schema)
+        health = control.read_health(plane, now, config)
+        values = plane.read_flags(include_reserved=True)
     finally:
-        store.close()
-    return triggers.evaluate(samples, now, config), state, flags
+        plane.close()
+    state = control.read_state_from(values)
+    return health.verdict, state, {k: v for k, v in values.items() if k in FLAG_DEFAULTS}
 
 
 def rollout_episode(state: rollout.RolloutState, values: dict[str, Any]) -> str:
@@ -400,7 +394,7 @@ def build_canary_sensor(
             return dg.SkipReason(f"hold ({decision.reason}): {decision.detail}")
         payload = {
             "expected_state": state.to_json(),
-            "expected_flags": {k: flags[k] for k in rollout.FLAG_DEFAULTS},
+            "expected_flags": {k: flags[k] for k in FLAG_DEFAULTS},
             "flag_changes": dict(decision.flag_changes),
             "next_state": decision.next_state.to_json(),
             "reason": f"canary: stage {decision.from_step} -> {decision.to_step}",

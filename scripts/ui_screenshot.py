@@ -39,8 +39,9 @@ from parity.core.config import Settings  # noqa: E402
 from parity.core.events import Event, make_event  # noqa: E402
 from parity.core.partitions import floor_hour, format_key  # noqa: E402
 from parity.core.schema import STORE_SCHEMA  # noqa: E402
+from parity.io.control import AuditRow  # noqa: E402
+from parity.io.control_pg import import_history  # noqa: E402
 from parity.io.embedded import ensure_embedded, stop_embedded  # noqa: E402
-from parity.io.flags import AuditRow, import_history  # noqa: E402
 from parity.io.store_pg import PostgresStore  # noqa: E402
 from parity.io.wslog import write_events  # noqa: E402
 from tests.integration.webserver import Webserver, running_webserver, server_env  # noqa: E402

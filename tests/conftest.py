@@ -56,8 +56,12 @@ def pg_url(pg_settings: Settings) -> Iterator[str]:
     """URL of a superuser on the session's embedded PostgreSQL (started once, stopped at
     the end). ``public.monitoring_events`` is migrated; tests should use ``pg_schema``."""
     from parity.io.embedded import ensure_embedded, stop_embedded
+    from tests.restharness import ensure_roles
 
     url = ensure_embedded(pg_settings)
+    # Supabase's API roles exist from the start, as on a project: every migration in the
+    # session applies its role-guarded parts, whichever test happens to run first.
+    ensure_roles(url)
     try:
         yield url
     finally:

@@ -117,20 +117,33 @@ def ensure_roles(pg_url: str) -> None:
 
 
 def expose_schema(pg_url: str, schema: str) -> None:
-    """Grant the API roles what Supabase grants on an exposed schema (row-level security
-    still decides what ``anon`` and ``authenticated`` see; ``service_role`` bypasses it)."""
+    """What a Supabase project gives its API roles on an exposed schema: usage, and default
+    privileges that grant ``anon``, ``authenticated`` and ``service_role`` everything later
+    created in it (tables, sequences, functions) by the role of ``pg_url``.
+
+    Nothing is granted on what already exists: tables migrated before keep exactly the
+    grants their migrations gave. Run it before migrating (or creating test tables), as a
+    Supabase project has it before anything is created, so the migrations are tested
+    against Supabase's generous defaults and must take away what they do not mean to give.
+    """
     roles = sql.SQL(", ").join(sql.Identifier(r) for r in SUPABASE_ROLES)
     ident = sql.Identifier(schema)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(sql.SQL("create schema if not exists {}").format(ident))
         for stmt in (
             "grant usage on schema {s} to {r}",
-            "grant all on all tables in schema {s} to {r}",
-            "grant all on all sequences in schema {s} to {r}",
             "alter default privileges in schema {s} grant all on tables to {r}",
             "alter default privileges in schema {s} grant all on sequences to {r}",
+            "alter default privileges in schema {s} grant all on functions to {r}",
         ):
             conn.execute(sql.SQL(stmt).format(s=ident, r=roles))  # type: ignore[arg-type]
+
+
+def prepare_supabase(pg_url: str, schemas: Iterable[str] = ("public",)) -> None:
+    """Supabase's roles and its defaults on ``schemas``, before anything is created."""
+    ensure_roles(pg_url)
+    for schema in schemas:
+        expose_schema(pg_url, schema)
 
 
 class GatewayProxy:
@@ -286,6 +299,7 @@ class SupabaseRest:
     jwt_secret: str
     service_role_key: str
     anon_key: str
+    authenticated_key: str
     proxy: GatewayProxy
     process: subprocess.Popen[bytes]
     log_path: Path
@@ -378,13 +392,13 @@ def start_supabase_rest(
 ) -> Iterator[SupabaseRest]:
     """Start PostgREST over ``pg_url`` (a superuser URL) with the gateway proxy in front.
 
-    Create tables before entering, or call :meth:`SupabaseRest.reload_schema` after.
+    Call :func:`prepare_supabase` before creating or migrating tables (their grants are
+    what the API roles get; nothing is re-granted here). Create tables before entering,
+    or call :meth:`SupabaseRest.reload_schema` after.
     """
     binary = find_postgrest()
     schemas = tuple(schemas)
-    ensure_roles(pg_url)
-    for schema in schemas:
-        expose_schema(pg_url, schema)
+    prepare_supabase(pg_url, schemas)
     secret = secrets.token_hex(32)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "postgrest.log"
@@ -421,6 +435,7 @@ def start_supabase_rest(
         jwt_secret=secret,
         service_role_key=mint_key(secret, "service_role"),
         anon_key=mint_key(secret, "anon"),
+        authenticated_key=mint_key(secret, "authenticated"),
         proxy=proxy,
         process=process,
         log_path=log_path,

@@ -1,28 +1,71 @@
 """The ``parity`` command: parse, call the library, map outcomes to exit codes.
 
-Exit codes: 0 ok (clean), 1 discrepancies found, 2 usage or configuration error.
+Exit codes (one home: :mod:`parity.core.errors`): 0 clean, 1 discrepancies found, 2 usage
+or configuration error, 3 infrastructure failure (database, REST API, files, disk), 4 an
+unexpected error (a bug), 130 interrupted.
 
-Commands that run Dagster jobs import :mod:`orchestration` inside their handler: the CLI is
-the one place in ``parity`` that composes the library with the Dagster layer.
+Built on click, as Dagster's own command lines are (and already installed with it):
+subcommands, help and usage errors come from it. rich draws the progress bars and tables:
+click has a progress bar but no tables, and rich draws neither when the output is not a
+terminal, so pipes and logs get plain results. Commands that run Dagster jobs import
+:mod:`orchestration` inside their handler: the CLI is the one place in ``parity`` that
+composes the library with the Dagster layer.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
-from parity.app.common import EXIT_DISCREPANCIES, EXIT_OK, _partition_keys, _print_json
+import click
+
+from parity.app.common import (
+    DEMO_HOME,
+    EXIT_DISCREPANCIES,
+    EXIT_OK,
+    database_in_use,
+    note,
+    partition_keys,
+    partition_options,
+    print_json,
+    progress,
+    with_settings,
+)
 from parity.core import partitions
 from parity.core import report as reports
 from parity.core.config import Settings
-from parity.core.errors import ParityError
+from parity.core.errors import (
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    ParityError,
+    ReportNotFoundError,
+)
+from parity.core.layout import Layout
 from parity.core.redact import redact
 from parity.io.reports import load_report
 
 
-def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Reconcile the WebSocket event log against Supabase, hour by hour.
+
+    Exit codes: 0 clean, 1 discrepancies found, 2 usage or configuration error,
+    3 infrastructure failure (database, REST API, files, disk), 4 unexpected error.
+    """
+
+
+@cli.group()
+def db() -> None:
+    """The Supabase/PostgreSQL schema."""
+
+
+@db.command("migrate")
+@with_settings
+def db_migrate(settings: Settings) -> int:
+    """Apply the migrations (idempotent)."""
     from parity.io.migrate import migrate
 
     if settings.transport == "rest":
@@ -31,131 +74,163 @@ def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
             "project's direct or session-pooler URL, or paste `parity db sql` into the "
             "Supabase SQL editor"
         )
-    if settings.embedded:
-        from parity.io.embedded import ensure_embedded
+    with database_in_use(settings):
+        if settings.embedded:
+            from parity.io.embedded import ensure_embedded
 
-        url = ensure_embedded(settings)
-        print(f"embedded PostgreSQL under {settings.pgdata_dir}")
-    else:
-        url = settings.database_url  # type: ignore[assignment]
-    applied = migrate(url, settings.events_table)
+            url = ensure_embedded(settings, create_table=True)
+        else:
+            assert settings.database_url is not None
+            url = settings.database_url
+        applied = migrate(url, settings.events_table)
     if applied:
         for name in applied:
-            print(f"applied {name}")
+            click.echo(f"applied {name}")
     else:
-        print("schema is up to date: nothing to apply")
+        click.echo("schema is up to date: nothing to apply")
     return EXIT_OK
 
 
-def cmd_db_sql(args: argparse.Namespace, settings: Settings) -> int:
+@db.command("sql")
+@with_settings
+def db_sql(settings: Settings) -> int:
+    """Print the migration SQL (for the Supabase SQL editor)."""
     from parity.io.migrate import migration_sql
 
-    print(migration_sql(settings.events_table))
+    click.echo(migration_sql(settings.events_table))
     return EXIT_OK
 
 
-def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    keys = _partition_keys(args)
-    from orchestration.headless import reconcile_partitions
+@cli.command()
+@partition_options
+@click.option("--json", "as_json", is_flag=True, help="print the reports as JSON")
+@with_settings
+def reconcile(
+    settings: Settings, partition: str | None, from_: str | None, to: str | None, as_json: bool
+) -> int:
+    """Snapshot and reconcile hours, headless (the same job and checks as Dagster runs)."""
+    keys = partition_keys(partition, from_, to)
+    from orchestration.failures import exit_code
+    from orchestration.headless import PartitionOutcome, check_partitions, reconcile_partitions
 
-    outcomes = reconcile_partitions(keys)
-    if args.json:
-        _print_json(
+    check_partitions(keys)
+    with database_in_use(settings), progress(len(keys), "reconciling") as bar:
+
+        def show(o: PartitionOutcome) -> None:
+            # Each hour as it is done: a long range interrupted keeps what was printed.
+            for line in _outcome_lines(o):
+                bar.echo(line)
+
+        outcomes = reconcile_partitions(
+            keys, advance=bar.advance, on_outcome=None if as_json else show
+        )
+    if as_json:
+        print_json(
             [
                 {
                     "partition": o.partition,
                     "success": o.success,
                     "clean": o.clean,
                     "failed_checks": o.failed_checks,
+                    "failures": [f.to_json() for f in o.failures],
                     "error": o.error,
                     "report": o.report,
                 }
                 for o in outcomes
             ]
         )
-    else:
-        for o in outcomes:
-            if o.report is not None:
-                print(reports.summary_text(o.report))
-            else:
-                print(f"{o.partition}  NO REPORT")
-            for check in o.failed_checks:
-                print(f"  check failed: {check['check']} on {check['asset']} ({check['severity']})")
-            if o.error:
-                print(f"  run failed: {o.error}")
-    if any(o.report is None and not o.success for o in outcomes):
-        # A run that produced no report at all is a problem to look at, reported as such.
+    failures = [f for o in outcomes for f in o.failures]
+    if failures:
+        code = exit_code(failures)
+        failed = len({o.partition for o in outcomes if o.failures})
+        note(f"error: {failed} of {len(outcomes)} hours failed; first: {failures[0]}")
+        return code if code is not None else EXIT_DISCREPANCIES
+    if any(o.report is None for o in outcomes):
+        # A blocking check stopped the run before the report: a discrepancy, shown above.
         return EXIT_DISCREPANCIES
     return EXIT_OK if all(o.clean for o in outcomes) else EXIT_DISCREPANCIES
 
 
-def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    partitions.parse_key(args.partition)
-    doc = load_report(settings.layout, args.partition)
-    if args.json:
-        _print_json(doc)
+def _outcome_lines(o: Any) -> list[str]:
+    """An hour's result as ``parity reconcile`` prints it (o: a PartitionOutcome)."""
+    lines = [reports.summary_text(o.report) if o.report else f"{o.partition}  NO REPORT"]
+    lines += [
+        f"  check failed: {c['check']} on {c['asset']} ({c['severity']})" for c in o.failed_checks
+    ]
+    lines += [f"  run failed: {failure}" for failure in o.failures]
+    return lines
+
+
+@cli.command()
+@click.argument("partition")
+@click.option("--json", "as_json", is_flag=True, help="print the whole report as JSON")
+@with_settings
+def report(settings: Settings, partition: str, as_json: bool) -> int:
+    """Print a stored report (exit 1 when the hour has discrepancies)."""
+    partitions.parse_key(partition)
+    doc = _load_report(settings, partition)
+    if as_json:
+        print_json(doc)
     else:
-        print(reports.summary_text(doc))
+        click.echo(reports.summary_text(doc))
     return EXIT_OK if reports.is_clean(doc) else EXIT_DISCREPANCIES
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="parity",
-        description="Reconcile the WebSocket event log against Supabase, hour by hour.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    db = sub.add_parser("db", help="the Supabase/PostgreSQL schema")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("migrate", help="apply the migrations (idempotent)").set_defaults(
-        func=cmd_db_migrate
-    )
-    db_sub.add_parser(
-        "sql", help="print the migration SQL (for the Supabase SQL editor)"
-    ).set_defaults(func=cmd_db_sql)
-
-    rec = sub.add_parser("reconcile", help="snapshot and reconcile hours, headless")
-    rec.add_argument("--partition", help="an hourly partition key, e.g. 2026-11-28-10:00")
-    rec.add_argument("--from", dest="from_", help="first partition key of a range")
-    rec.add_argument("--to", help="last partition key of a range (included)")
-    rec.add_argument("--json", action="store_true", help="print the reports as JSON")
-    rec.set_defaults(func=cmd_reconcile)
-
-    rep = sub.add_parser("report", help="print a stored report")
-    rep.add_argument("partition")
-    rep.add_argument("--json", action="store_true")
-    rep.set_defaults(func=cmd_report)
-
-    _add_extra_commands(sub)
-    return parser
+def _load_report(settings: Settings, partition: str) -> dict[str, Any]:
+    """The report under $PARITY_HOME, else the demo's (``parity demo`` keeps its state in
+    ``$PARITY_HOME/demo``), saying so."""
+    try:
+        return load_report(settings.layout, partition)
+    except ReportNotFoundError:
+        demo = Layout(settings.home / DEMO_HOME)
+        if not demo.report(partition).exists():
+            raise
+    note(f"no report under {settings.home}; showing the demo's, from {demo.reports_dir}")
+    return load_report(demo, partition)
 
 
-def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands owned by other modules register here."""
-    from parity.app.cli_backfill import add_backfill_command
-    from parity.app.cli_demo import add_demo_command
-    from parity.app.cli_flags import add_flag_commands, add_rollout_commands
-    from parity.app.cli_record import add_record_command
+def _register() -> None:
+    """Commands owned by other modules."""
+    from parity.app.cli_backfill import backfill
+    from parity.app.cli_demo import demo
+    from parity.app.cli_flags import cmd_rollback, cmd_rollout, flags_group
+    from parity.app.cli_record import record
 
-    add_flag_commands(sub)
-    add_rollout_commands(sub)
-    add_record_command(sub)
-    add_backfill_command(sub)
-    add_demo_command(sub)
+    for command in (flags_group, cmd_rollback, cmd_rollout, record, backfill, demo):
+        cli.add_command(command)
+
+
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command; its exit code. A usage error exits 2 (``SystemExit``), as click's
+    and argparse's do. Output into a pipe the reader closed (``parity report … | head``)
+    ends quietly with 0: click catches the broken pipe and silences the final flush."""
     try:
-        settings = Settings.from_env(os.environ)
-        return int(args.func(args, settings))
+        result = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="parity", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
     except ParityError as exc:
-        print(f"parity: error: {redact(exc)}", file=sys.stderr)
+        click.echo(f"parity: error: {redact(exc)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        # A file that cannot be written, a full disk: outside Parity, and not a discrepancy.
+        click.echo(f"parity: error: {redact(exc)}", err=True)
+        return EXIT_INFRASTRUCTURE
+    except Exception as exc:
+        # A bug. Its traceback is for the report; exit 1 would read as "discrepancies".
+        click.echo(redact(traceback.format_exc()), err=True, nl=False)
+        click.echo(f"parity: unexpected error (a bug in Parity): {redact(repr(exc))}", err=True)
+        return EXIT_INTERNAL
+    return int(result) if isinstance(result, int) else EXIT_OK
 
 
 if __name__ == "__main__":

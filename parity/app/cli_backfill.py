@@ -2,16 +2,26 @@
 
 Exit codes: 0 nothing is missing (and nothing conflicts) after the backfill; 1 discrepancies
 remain (or, with ``--dry-run``, there is something to write or to look at); 2 usage or
-configuration error.
+configuration error; 3 infrastructure failure; 4 unexpected error.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
-from parity.app.common import EXIT_DISCREPANCIES, EXIT_OK, _partition_keys
+import click
+
+from parity.app.common import (
+    EXIT_DISCREPANCIES,
+    EXIT_OK,
+    database_in_use,
+    note,
+    partition_keys,
+    partition_options,
+    print_json,
+    progress,
+    with_settings,
+)
 from parity.core import report as reports
 from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
@@ -19,25 +29,6 @@ from parity.core.errors import ConfigurationError
 #: What a backfill can fix, or must report as not fixable; other discrepancies of the hour
 #: (quarantined lines, gaps in the log itself) are printed but do not set the exit code.
 BACKFILL_DISCREPANCIES = ("missing_in_supabase", "checksum_mismatches")
-
-
-def add_backfill_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "backfill",
-        help="write missed events to Supabase (idempotent), then reconcile the hours again",
-    )
-    p.add_argument("--partition", help="an hourly partition key, e.g. 2026-11-28-10:00")
-    p.add_argument("--from", dest="from_", help="first partition key of a range")
-    p.add_argument("--to", help="last partition key of a range (included)")
-    p.add_argument("--dry-run", action="store_true", help="report what would be written")
-    p.add_argument(
-        "--all-missing",
-        action="store_true",
-        help="write every event Supabase lacks, not only those the rollout cohort sent there",
-    )
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per insert (default 1000)")
-    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.set_defaults(func=cmd_backfill)
 
 
 def _line(partition: str, r: dict[str, Any] | None) -> str:
@@ -53,44 +44,77 @@ def _line(partition: str, r: dict[str, Any] | None) -> str:
     )
 
 
-def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    keys = _partition_keys(args)
-    if args.batch_size < 1:
-        raise ConfigurationError(f"--batch-size must be at least 1, got {args.batch_size}")
+@click.command()
+@partition_options
+@click.option("--dry-run", is_flag=True, help="report what would be written")
+@click.option(
+    "--all-missing",
+    is_flag=True,
+    help="write every event Supabase lacks, not only those the rollout cohort sent there",
+)
+@click.option("--batch-size", type=int, default=1000, show_default=True, help="rows per insert")
+@click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")
+@with_settings
+def backfill(
+    settings: Settings,
+    partition: str | None,
+    from_: str | None,
+    to: str | None,
+    dry_run: bool,
+    all_missing: bool,
+    batch_size: int,
+    as_json: bool,
+) -> int:
+    """Write missed events to Supabase (idempotent), then reconcile the hours again."""
+    keys = partition_keys(partition, from_, to)
+    if batch_size < 1:
+        raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
+    from orchestration.failures import exit_code
+    from orchestration.headless import check_partitions
     from orchestration.headless_backfill import backfill_partitions
 
-    outcome = backfill_partitions(
-        keys, dry_run=args.dry_run, all_missing=args.all_missing, batch_size=args.batch_size
-    )
+    check_partitions(keys)
+    hours = len(keys) if dry_run else 2 * len(keys)
+    with database_in_use(settings), progress(hours, "backfill") as bar:
+        outcome = backfill_partitions(
+            keys,
+            dry_run=dry_run,
+            all_missing=all_missing,
+            batch_size=batch_size,
+            advance=bar.advance,
+        )
     reconciled = {o.partition: o for o in outcome.reconciled}
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "partitions": keys,
-                    "backfill": outcome.results,
-                    "errors": outcome.errors,
-                    "reports": {k: o.report for k, o in reconciled.items()},
-                },
-                indent=2,
-                default=str,
-            )
+    if as_json:
+        print_json(
+            {
+                "partitions": keys,
+                "backfill": outcome.results,
+                "errors": outcome.errors,
+                "failures": [f.to_json() for f in outcome.failures],
+                "reports": {k: o.report for k, o in reconciled.items()},
+            }
         )
     else:
         for key in keys:
-            print(_line(key, outcome.results[key]))
+            click.echo(_line(key, outcome.results[key]))
             for conflict in (outcome.results[key] or {}).get("conflict_sample", [])[:5]:
-                print(f"  conflict {conflict['stream']}#{conflict['seq']}: {conflict['reason']}")
+                click.echo(
+                    f"  conflict {conflict['stream']}#{conflict['seq']}: {conflict['reason']}"
+                )
             for refused in (outcome.results[key] or {}).get("refused_sample", [])[:5]:
-                print(f"  refused {refused['stream']}#{refused['seq']}: {refused['reason']}")
+                click.echo(f"  refused {refused['stream']}#{refused['seq']}: {refused['reason']}")
             after = reconciled[key].report if key in reconciled else None
             if after is not None:
-                print("  after: " + reports.summary_text(after))
-        for error in outcome.errors:
-            print(f"  run failed: {error}")
+                click.echo("  after: " + reports.summary_text(after))
+        for failure in outcome.failures:
+            click.echo(f"  run failed: {failure}")
+    failures = [*outcome.failures, *(f for o in outcome.reconciled for f in o.failures)]
+    if failures:
+        note(f"error: {failures[0]}")
+        return exit_code(failures) or EXIT_DISCREPANCIES
     if not outcome.success:
         return EXIT_DISCREPANCIES
-    if args.dry_run:
+    if dry_run:
         pending = any(
             r and (r["planned"] or r["conflicts"] or r["invalid"]) for r in outcome.results.values()
         )

@@ -1,5 +1,5 @@
 """``parity demo``: the migration story end to end on the embedded default (see
-:mod:`parity.demo` and :mod:`parity.demo_session`).
+:mod:`parity.app.demo` and :mod:`parity.app.demo_session`).
 
 Exit codes: with ``--no-ui``, 0 when every injected fault was detected and the rollback
 fired, 1 otherwise; with the UI, 0 after Ctrl-C. 2: usage or configuration error.
@@ -7,52 +7,18 @@ fired, 1 otherwise; with the UI, 0 after Ctrl-C. 2: usage or configuration error
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
+
+from parity.app.common import DEMO_HOME, progress, with_settings
 from parity.app.demo_session import DROPPED_ENV_PREFIXES, DemoOptions, run_demo
 from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
-
-
-def add_demo_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="simulate hours of dual-written traffic with faults, reconcile them, roll back, "
-        "and open the UI",
-        description="Starts the embedded PostgreSQL under --home, plays several past hours "
-        "of monitoring traffic (simulated time) through the producer, the WebSocket "
-        "broadcaster and the recorder, with dropped writes, retry duplicates, a corrupted "
-        "payload, a latency spike, a canary rollout and a Supabase outage up to now; "
-        "reconciles the complete hours, then runs `dagster dev`.",
-    )
-    p.add_argument(
-        "--home",
-        type=Path,
-        help="the demo's own folder (default $PARITY_HOME/demo); a previous demo there is "
-        "deleted and rebuilt, any other non-empty folder only with --reset",
-    )
-    p.add_argument("--reset", action="store_true", help="delete --home's contents first")
-    p.add_argument("--hours", type=int, default=3, help="complete past hours (default 3)")
-    p.add_argument("--events-per-hour", type=int, default=5000, help="default 5000")
-    p.add_argument("--seed", type=int, default=7, help="traffic and fault seed (default 7)")
-    p.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    p.add_argument(
-        "--no-ui",
-        action="store_true",
-        help="headless: evaluate the health triggers and roll back as the sensor would, "
-        "print what was injected vs detected; exit 0 only if everything was",
-    )
-    p.add_argument(
-        "--keep-db",
-        action="store_true",
-        help="leave the embedded PostgreSQL running on exit (default: stop it)",
-    )
-    p.set_defaults(func=cmd_demo)
 
 
 def _reconcile(keys: list[str], environ: Mapping[str, str]) -> list[Any]:
@@ -63,28 +29,69 @@ def _reconcile(keys: list[str], environ: Mapping[str, str]) -> list[Any]:
     os.environ.update({k: v for k, v in environ.items() if k.startswith(DROPPED_ENV_PREFIXES)})
     from orchestration.headless import reconcile_partitions
 
-    return reconcile_partitions(keys, environ=environ)
+    with progress(len(keys), "reconciling") as bar:
+        return reconcile_partitions(keys, environ=environ, advance=bar.advance)
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    if args.hours < 1 or args.hours > 48:
-        raise ConfigurationError(f"--hours must be 1..48, got {args.hours}")
-    if args.events_per_hour < 600 or args.events_per_hour > 200_000:
-        raise ConfigurationError(
-            f"--events-per-hour must be 600..200000, got {args.events_per_hour}"
-        )
-    if not 0 < args.port < 65536:
-        raise ConfigurationError(f"--port must be a TCP port, got {args.port}")
-    home = args.home if args.home is not None else settings.home / "demo"
+@click.command()
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the demo's own folder (default $PARITY_HOME/demo); a previous demo there is "
+    "deleted and rebuilt, any other non-empty folder only with --reset",
+)
+@click.option("--reset", is_flag=True, help="delete --home's contents first")
+@click.option("--hours", type=int, default=3, show_default=True, help="complete past hours")
+@click.option("--events-per-hour", type=int, default=5000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True, help="traffic and fault seed")
+@click.option("--port", type=int, default=3000, show_default=True, help="Dagster UI port")
+@click.option(
+    "--no-ui",
+    is_flag=True,
+    help="headless: evaluate the health triggers and roll back as the sensor would, "
+    "print what was injected vs detected; exit 0 only if everything was",
+)
+@click.option(
+    "--keep-db",
+    is_flag=True,
+    help="leave the embedded PostgreSQL running on exit (default: stop it)",
+)
+@with_settings
+def demo(
+    settings: Settings,
+    home: Path | None,
+    reset: bool,
+    hours: int,
+    events_per_hour: int,
+    seed: int,
+    port: int,
+    no_ui: bool,
+    keep_db: bool,
+) -> int:
+    """Simulate hours of dual-written traffic with faults, reconcile them, roll back, and
+    open the UI.
+
+    Starts the embedded PostgreSQL under --home, plays several past hours of monitoring
+    traffic (simulated time) through the producer, the WebSocket broadcaster and the
+    recorder, with dropped writes, retry duplicates, a corrupted payload, a latency spike,
+    a canary rollout and a Supabase outage up to now; reconciles the complete hours, then
+    runs `dagster dev`.
+    """
+    if hours < 1 or hours > 48:
+        raise ConfigurationError(f"--hours must be 1..48, got {hours}")
+    if events_per_hour < 600 or events_per_hour > 200_000:
+        raise ConfigurationError(f"--events-per-hour must be 600..200000, got {events_per_hour}")
+    if not 0 < port < 65536:
+        raise ConfigurationError(f"--port must be a TCP port, got {port}")
     options = DemoOptions(
-        home=home,
-        hours=args.hours,
-        events_per_hour=args.events_per_hour,
-        seed=args.seed,
-        port=args.port,
-        ui=not args.no_ui,
-        reset=args.reset,
-        keep_db=args.keep_db,
+        home=home if home is not None else settings.home / DEMO_HOME,
+        hours=hours,
+        events_per_hour=events_per_hour,
+        seed=seed,
+        port=port,
+        ui=not no_ui,
+        reset=reset,
+        keep_db=keep_db,
     )
     # Ctrl-C, or SIGTERM from a service manager, stops everything the demo started (even
     # when started from a shell that had SIGINT ignored).

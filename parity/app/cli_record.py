@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
+import click
+
+from parity.app.common import EXIT_OK, with_settings
+from parity.core.config import Settings
 from parity.io.recorder import Recorder, RecorderConfig
 
-EXIT_OK = 0
+#: A duration in seconds that must be positive.
+POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
 
 
-def cmd_record(args: argparse.Namespace, settings: Any) -> int:
-    """Record until Ctrl-C; an interrupt is the normal way to stop, so it exits 0."""
-    out = Path(args.out) if args.out else Path(settings.ws_log_dir)
+@click.command()
+@click.argument("url")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="log directory (default: PARITY_WS_LOG_DIR, else $PARITY_HOME/ws-log)",
+)
+@click.option(
+    "--fsync-interval",
+    type=POSITIVE_SECONDS,
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="fsync the current hour file at least this often",
+)
+@click.option(
+    "--max-backoff",
+    type=POSITIVE_SECONDS,
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="longest wait between reconnection attempts",
+)
+@with_settings
+def record(
+    settings: Settings, url: str, out: Path | None, fsync_interval: float, max_backoff: float
+) -> int:
+    """Subscribe to a producer's WebSocket (URL: ws://HOST:PORT/PATH) and write the hourly
+    event log.
+
+    Appends every event to OUT/YYYY-MM-DD/HH.jsonl (UTC hour of receipt, with logged_at);
+    malformed messages go to OUT/rejects/. Stop with Ctrl-C, which exits 0.
+    """
+    out = out if out is not None else settings.ws_log_dir
     config = RecorderConfig(
-        url=args.url,
-        out=out,
-        fsync_interval_s=args.fsync_interval,
-        backoff_max_s=args.max_backoff,
+        url=url, out=out, fsync_interval_s=fsync_interval, backoff_max_s=max_backoff
     )
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="parity record: %(message)s")
@@ -30,40 +61,5 @@ def cmd_record(args: argparse.Namespace, settings: Any) -> int:
     except KeyboardInterrupt:
         pass
     stats = recorder.stats
-    print(f"recorded {stats.written} events ({stats.rejected} rejected) into {out}")
+    click.echo(f"recorded {stats.written} events ({stats.rejected} rejected) into {out}")
     return EXIT_OK
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def add_record_command(sub: argparse._SubParsersAction) -> None:
-    rec = sub.add_parser(
-        "record",
-        help="subscribe to a producer's WebSocket and write the hourly event log",
-        description="Append every event to <out>/YYYY-MM-DD/HH.jsonl (UTC hour of receipt, "
-        "with logged_at); malformed messages go to <out>/rejects/. Stop with Ctrl-C.",
-    )
-    rec.add_argument("url", help="ws://HOST:PORT/PATH of the producer")
-    rec.add_argument(
-        "--out", help="log directory (default: PARITY_WS_LOG_DIR, else $PARITY_HOME/ws-log)"
-    )
-    rec.add_argument(
-        "--fsync-interval",
-        type=_positive,
-        default=1.0,
-        metavar="SECONDS",
-        help="fsync the current hour file at least this often (default 1)",
-    )
-    rec.add_argument(
-        "--max-backoff",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="longest wait between reconnection attempts (default 30)",
-    )
-    rec.set_defaults(func=cmd_record)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -66,33 +68,28 @@ def _stop_db(home: Path) -> bool:
     return stop_embedded(Settings.from_env({"PARITY_HOME": str(home)}))
 
 
-def write_flag_history(conn: Any, schema: str, plan: DemoPlan) -> int:
+def write_flag_history(plane: Any, plan: DemoPlan) -> int:
     """The canary's history, written as it happened (``changed_at`` in the past)."""
-    from parity.io.flags import set_flags
-
     rows = 0
     for step in plan.flag_steps:
         rows += len(
-            set_flags(conn, schema, step.changes, actor=DEMO_ACTOR, reason=step.reason, now=step.at)
+            plane.set_flags(step.changes, actor=DEMO_ACTOR, reason=step.reason, now=step.at)
         )
     return rows
 
 
-def evaluate_and_roll_back(conn: Any, schema: str, now: dt.datetime) -> dict[str, Any]:
+def evaluate_and_roll_back(plane: Any, now: dt.datetime) -> dict[str, Any]:
     """What ``rollback_on_health_triggers`` does on a tick, headless: evaluate the triggers
     over ``delivery_metrics`` at ``now``; on a breach, unless a rollback is in force, apply
     the rollback with the sensor's reason and evidence."""
-    from parity.core import triggers
-    from parity.io import rollback
-    from parity.io.metrics import load_samples, lookback
+    from parity.io import control
 
-    config = triggers.TriggerConfig()
-    samples = load_samples(conn, schema, now - lookback(config), now)
-    state = rollback.read_state(conn, schema)
-    verdict = triggers.evaluate(samples, now, config)
+    health = control.read_health(plane, now)
+    state = control.read_state(plane)
+    verdict = health.verdict
     out: dict[str, Any] = {
         "evaluated_at": now.isoformat(),
-        "samples": len(samples),
+        "samples": health.samples,
         "breached": verdict.breached,
         "triggers": {r.name: {"state": r.state.value, "detail": r.detail} for r in verdict.results},
         "fired": False,
@@ -106,9 +103,8 @@ def evaluate_and_roll_back(conn: Any, schema: str, now: dt.datetime) -> dict[str
         **verdict.evidence(),
         "partitions": [partitions.format_key(now)],
     }
-    applied = rollback.apply_rollback(
-        conn,
-        schema,
+    applied = control.apply_rollback(
+        plane,
         actor=f"{HEALTH_ACTOR} (headless, parity demo)",
         reason=f"health trigger breached: {', '.join(names)}",
         evidence=evidence,
@@ -312,16 +308,15 @@ class _suppress_lookup:
         return kind is ProcessLookupError
 
 
-def rollback_seen(conn: Any, schema: str) -> dict[str, Any] | None:
+def rollback_seen(plane: Any) -> dict[str, Any] | None:
     """The rollback in force, with who applied it (the latest audit row of the state), or
     None."""
-    from parity.io import rollback
-    from parity.io.flags import ROLLOUT_STATE_FLAG, history
+    from parity.io import control
 
-    state = rollback.read_state(conn, schema)
+    state = control.read_state(plane)
     if not state.rollback_in_force:
         return None
-    rows = history(conn, schema, ROLLOUT_STATE_FLAG)
+    rows = plane.history(control.ROLLOUT_STATE_FLAG)
     last = max(rows, key=lambda r: r.id) if rows else None
     return {
         "at": state.rollback_at.isoformat() if state.rollback_at else None,
@@ -362,6 +357,7 @@ def run_demo(
 
     from parity.app.demo import Traffic, plan_demo
     from parity.core.config import Settings
+    from parity.io.control_pg import PostgresControlPlane
     from parity.io.embedded import ensure_embedded
     from parity.io.store_pg import PostgresStore, connect
     from parity.producer import postgres_flag_source
@@ -384,13 +380,12 @@ def run_demo(
     # The demo's own instance: no telemetry banner in the middle of its output.
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     store = PostgresStore(url, settings.events_table)
-    schema = settings.events_table.schema
+    plane = PostgresControlPlane(url, settings.events_table.schema)
     metrics_conn = connect(url)
     traffic: Traffic | None = None
     dagster: subprocess.Popen | None = None
     try:
-        with store.connection() as conn:
-            write_flag_history(conn, schema, plan)
+        write_flag_history(plane, plan)
         out(
             f"  canary history: critical events to Supabase since "
             f"{plan.flag_steps[0].at:%H:%M}, 10% of streams since {plan.flag_steps[1].at:%H:%M} UTC"
@@ -419,8 +414,7 @@ def run_demo(
         if not opts.ui:
             stats = traffic.stop()
             traffic = None
-            with store.connection() as conn:
-                health = evaluate_and_roll_back(conn, schema, dt.datetime.now(dt.UTC))
+            health = evaluate_and_roll_back(plane, dt.datetime.now(dt.UTC))
             out(f"  health triggers: {_triggers_line(health)}")
             if health["fired"]:
                 out(f"  ROLLBACK applied ({health['reason']}): {health['changes']}")
@@ -469,7 +463,7 @@ def run_demo(
         wait_for_webserver(dagster, ui)
         out(_guide(ui, plan, hours, home))
         assert traffic is not None
-        _watch(traffic, dagster, store, schema, out)
+        _watch(traffic, dagster, plane, out)
         return 0
     except KeyboardInterrupt:
         out("\nparity demo: stopping")
@@ -505,7 +499,7 @@ def _fault_line(kind: str, d: dict[str, Any]) -> str:
     return f"{d['injected']} -> {d['detected']}"
 
 
-def _watch(traffic: Any, dagster: subprocess.Popen, store: Any, schema: str, out: Any) -> None:
+def _watch(traffic: Any, dagster: subprocess.Popen, plane: Any, out: Any) -> None:
     """Until Ctrl-C: report the rollback when a sensor applies it; a minute later Supabase
     comes back and the producer's buffer is replayed."""
     seen: dict[str, Any] | None = None
@@ -516,8 +510,7 @@ def _watch(traffic: Any, dagster: subprocess.Popen, store: Any, schema: str, out
         if traffic.finished.is_set():
             traffic.stop()  # raises what stopped it
         if seen is None:
-            with store.connection() as conn:
-                seen = rollback_seen(conn, schema)
+            seen = rollback_seen(plane)
             if seen is not None:
                 out(f"  ROLLBACK by {seen['actor']} at {seen['at']}: {seen['reason']}")
                 out("  (Supabase stays down for another minute, then the buffer replays)")
@@ -535,6 +528,9 @@ def _guide(ui: str, plan: DemoPlan, hours: dict[str, Any], home: Path) -> str:
     dropped_hours = sorted(
         {partitions.format_key(plan.by_key()[k].at) for k in plan.faults.dropped}
     )
+    # The command as it can be typed: the `parity` of this environment, which need not be on
+    # PATH, with the demo's home (its database and reports are not under $PARITY_HOME).
+    parity = shutil.which("parity", path=str(Path(sys.executable).parent)) or "parity"
     return f"""
 Parity demo is running: {ui}   (Ctrl-C stops it)
 
@@ -542,10 +538,11 @@ Parity demo is running: {ui}   (Ctrl-C stops it)
                  -> event_reconciliation -> missed_events_backfill; rollout: feature_flags)
   Red hours      {", ".join(red) or "-"}    green: {", ".join(green) or "-"}
                  {ui}/assets/event_reconciliation?view=partitions  and its Checks tab
-  Rollback       Overview -> Sensors: rollback_on_health_triggers sees the ongoing outage in
+  Rollback       {ui}/automation: rollback_on_health_triggers sees the ongoing outage in
                  delivery_metrics and launches rollback_job within a minute
                  ({ui}/runs); rollback_on_check_failure reacts to the red hours' ERROR checks.
-                 Flags afterwards: PARITY_HOME={home} parity flags history
+  From a shell   PARITY_HOME={home} {parity} flags history
+                 PARITY_HOME={home} {parity} report {(red or green or ["<hour>"])[0]}
   Backfill       {ui}/assets/missed_events_backfill -> Materialize ->
                  hour {", ".join(dropped_hours)}
                  (dropped writes): reconcile_after_backfill then reconciles it again and it

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+#: Exit codes of the ``parity`` command, one home for them (the README documents them).
+EXIT_OK = 0
+#: The run worked and found discrepancies (or, for a dry run, work to do).
+EXIT_DISCREPANCIES = 1
+#: A usage or configuration error: a setting, an argument, a rules file, a partition.
+EXIT_CONFIGURATION = 2
+#: Infrastructure failed: the database or the REST API unreachable or refusing, a file
+#: that cannot be read or written, a full disk. Retrying later may work.
+EXIT_INFRASTRUCTURE = 3
+#: Something Parity did not anticipate: a bug. The message and the run's log say where.
+EXIT_INTERNAL = 4
+#: Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+
 
 class ParityError(Exception):
     """Base of every error Parity raises on purpose."""
 
     #: The CLI maps this class of error to an exit code (2: usage or configuration).
-    exit_code = 2
+    exit_code = EXIT_CONFIGURATION
 
 
 class ConfigurationError(ParityError):
@@ -30,11 +44,17 @@ class InvalidEventError(ParityError):
         super().__init__(f"invalid event{location}: {detail}")
 
 
-class LogReadError(ParityError):
+class InfrastructureError(ParityError):
+    """Something outside Parity failed (a server, a file system); retrying later may work."""
+
+    exit_code = EXIT_INFRASTRUCTURE
+
+
+class LogReadError(InfrastructureError):
     """A WebSocket log file could not be read at all (not a bad line: those are quarantined)."""
 
 
-class StoreError(ParityError):
+class StoreError(InfrastructureError):
     """The events store (PostgreSQL or the Supabase REST API) failed."""
 
 
@@ -54,6 +74,12 @@ class StoreRefusedError(StoreError):
         self.code = code
 
 
+class MissingTableError(StoreError):
+    """A table Parity needs is not there: a name to correct or migrations to run."""
+
+    exit_code = EXIT_CONFIGURATION
+
+
 class MigrationError(StoreError):
     """A schema migration failed; the transaction was rolled back."""
 
@@ -65,6 +91,20 @@ class FlagError(ParityError):
 class ConcurrentUpdateError(FlagError):
     """A flag changed under us (compare-and-set failed); re-read and retry."""
 
+    exit_code = EXIT_INFRASTRUCTURE
+
 
 class ReportNotFoundError(ParityError):
     """No stored report exists for the partition asked for."""
+
+
+def exit_code_for(class_name: str) -> int | None:
+    """The exit code of the Parity error class called ``class_name`` (a name, because a
+    Dagster run's failure records the class by name only), or None if it is not one."""
+    pending: list[type[ParityError]] = [ParityError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == class_name:
+            return cls.exit_code
+        pending.extend(cls.__subclasses__())
+    return None

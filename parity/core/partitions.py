@@ -59,3 +59,23 @@ def aware_utc(value: dt.datetime, what: str) -> dt.datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
     return value.astimezone(dt.UTC)
+
+
+def check_complete(key: str, first: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """The start of the hour ``key`` names, if that hour is one Parity can reconcile: a
+    well-formed key, at or after the first partition, and over by ``now``. Otherwise a
+    ConfigurationError saying which of these it is not and what the valid range is."""
+    start = parse_key(key)
+    last = floor_hour(now) - HOUR
+    if start < first:
+        raise ConfigurationError(
+            f"partition {key} is before the first partition, {format_key(first)} "
+            "(PARITY_PARTITIONS_START): set PARITY_PARTITIONS_START earlier to include it"
+        )
+    if start > last:
+        when = "has not ended yet" if start == floor_hour(now) else "is in the future"
+        raise ConfigurationError(
+            f"partition {key} {when}: the last complete hour is {format_key(last)} "
+            f"(now {now.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+        )
+    return start

@@ -41,30 +41,15 @@ from typing import Any, Protocol
 
 from parity.core.errors import ConfigurationError, FlagError
 from parity.core.partitions import aware_utc, floor_hour
-
-# Flag names (DESIGN 5). To be unified with ``parity.routing.FLAG_DEFAULTS``.
-MONITORING_CRITICAL_EVENTS_SUPABASE = "MONITORING_CRITICAL_EVENTS_SUPABASE"
-MONITORING_SUPABASE_ROLLOUT_PERCENTAGE = "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"
-MONITORING_DUAL_WRITE_ENABLED = "MONITORING_DUAL_WRITE_ENABLED"
-MONITORING_DATA_VALIDATION_ENABLED = "MONITORING_DATA_VALIDATION_ENABLED"
-MONITORING_DASHBOARD_SUPABASE_ENABLED = "MONITORING_DASHBOARD_SUPABASE_ENABLED"
-MONITORING_DASHBOARD_DUAL_MODE = "MONITORING_DASHBOARD_DUAL_MODE"
-MONITORING_DASHBOARD_REALTIME_UPDATES = "MONITORING_DASHBOARD_REALTIME_UPDATES"
-MONITORING_DASHBOARD_FALLBACK_MODE = "MONITORING_DASHBOARD_FALLBACK_MODE"
-
-FlagValue = bool | int
-
-#: The plan's defaults: a flag's value before its first audited change.
-FLAG_DEFAULTS: Mapping[str, FlagValue] = {
-    MONITORING_CRITICAL_EVENTS_SUPABASE: False,
-    MONITORING_SUPABASE_ROLLOUT_PERCENTAGE: 0,
-    MONITORING_DUAL_WRITE_ENABLED: True,
-    MONITORING_DATA_VALIDATION_ENABLED: True,
-    MONITORING_DASHBOARD_SUPABASE_ENABLED: False,
-    MONITORING_DASHBOARD_DUAL_MODE: False,
-    MONITORING_DASHBOARD_REALTIME_UPDATES: False,
-    MONITORING_DASHBOARD_FALLBACK_MODE: True,
-}
+from parity.core.routing import (
+    CRITICAL_EVENTS_SUPABASE,
+    DASHBOARD_FALLBACK_MODE,
+    DASHBOARD_SUPABASE_ENABLED,
+    DUAL_WRITE_ENABLED,
+    FLAG_DEFAULTS,
+    SUPABASE_ROLLOUT_PERCENTAGE,
+    FlagValue,
+)
 
 #: Reserved ``feature_flags`` row that holds the persisted :class:`RolloutState`.
 ROLLOUT_STATE_FLAG = "PARITY_ROLLOUT_STATE"
@@ -75,11 +60,11 @@ NOT_STARTED = -1
 def rollback_plan() -> dict[str, FlagValue]:
     """The flag values a rollback writes, in one transaction (DESIGN 5)."""
     return {
-        MONITORING_SUPABASE_ROLLOUT_PERCENTAGE: 0,
-        MONITORING_CRITICAL_EVENTS_SUPABASE: False,
-        MONITORING_DUAL_WRITE_ENABLED: True,
-        MONITORING_DASHBOARD_SUPABASE_ENABLED: False,
-        MONITORING_DASHBOARD_FALLBACK_MODE: True,
+        SUPABASE_ROLLOUT_PERCENTAGE: 0,
+        CRITICAL_EVENTS_SUPABASE: False,
+        DUAL_WRITE_ENABLED: True,
+        DASHBOARD_SUPABASE_ENABLED: False,
+        DASHBOARD_FALLBACK_MODE: True,
     }
 
 
@@ -138,8 +123,8 @@ class RolloutConfig:
         if not NOT_STARTED <= step <= self.final_step:
             raise FlagError(f"rollout step {step}: outside {NOT_STARTED}..{self.final_step}")
         return {
-            MONITORING_CRITICAL_EVENTS_SUPABASE: step >= 0,
-            MONITORING_SUPABASE_ROLLOUT_PERCENTAGE: self.steps[step - 1] if step >= 1 else 0,
+            CRITICAL_EVENTS_SUPABASE: step >= 0,
+            SUPABASE_ROLLOUT_PERCENTAGE: self.steps[step - 1] if step >= 1 else 0,
         }
 
 

@@ -32,8 +32,11 @@ DASHBOARD_DUAL_MODE = "MONITORING_DASHBOARD_DUAL_MODE"
 DASHBOARD_REALTIME_UPDATES = "MONITORING_DASHBOARD_REALTIME_UPDATES"
 DASHBOARD_FALLBACK_MODE = "MONITORING_DASHBOARD_FALLBACK_MODE"
 
+#: A flag's value: a switch, or the rollout percentage.
+FlagValue = bool | int
+
 #: Values from the migration plan, in force before a flag's first audited change.
-FLAG_DEFAULTS: dict[str, bool | int] = {
+FLAG_DEFAULTS: dict[str, FlagValue] = {
     CRITICAL_EVENTS_SUPABASE: False,
     SUPABASE_ROLLOUT_PERCENTAGE: 0,
     DUAL_WRITE_ENABLED: True,
@@ -109,6 +112,33 @@ def coerce_flag_value(flag: str, value: Any) -> bool | int:
     if not isinstance(value, bool):
         raise FlagError(f"{flag} must be true or false, got {value!r:.40}")
     return value
+
+
+def validate_flag(name: str, value: object) -> FlagValue:
+    """The value of a flag being set, checked against the flag's type (strict: JSON
+    booleans and integers only); FlagError names what is wrong."""
+    if name not in FLAG_DEFAULTS:
+        known = ", ".join(sorted(FLAG_DEFAULTS))
+        raise FlagError(f"unknown flag {name!r}; known flags: {known}")
+    if name not in PERCENTAGE_FLAGS:
+        if not isinstance(value, bool):
+            raise FlagError(f"{name} is a boolean flag: use true or false, not {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise FlagError(f"{name} is a percentage: an integer from 0 to 100, not {value!r}")
+    return value
+
+
+def parse_flag_value(name: str, text: str) -> FlagValue:
+    """A value typed on a command line (``true``, ``off``, ``50``), validated."""
+    lowered = text.strip().lower()
+    words = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
+    if lowered in words:
+        return validate_flag(name, words[lowered])
+    # Only plain ASCII digits are a number: int() would also take "1_0" and "١٠".
+    if lowered.isascii() and lowered.lstrip("-").isdigit():
+        return validate_flag(name, int(lowered))
+    return validate_flag(name, text)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from parity.core.config import Settings, TableName
-from parity.core.errors import StoreError
+from parity.core.errors import ConfigurationError, StoreError
 from parity.core.redact import redact
 
 _lock = threading.Lock()
@@ -73,9 +75,14 @@ def _postmaster(pgdata: Path) -> Any:
     return None
 
 
-def ensure_embedded(settings: Settings) -> str:
+def ensure_embedded(settings: Settings, *, create_table: bool = False) -> str:
     """Start the embedded server (or reuse the running one), migrate ``settings.events_table``
-    and return its URL (a Unix-socket ``postgresql://`` URL, no password)."""
+    and return its URL (a Unix-socket ``postgresql://`` URL, no password).
+
+    On a fresh server the events table is created. On one that already holds Parity's
+    tables, an events table that does not exist is refused (ConfigurationError), unless
+    ``create_table`` (``parity db migrate``): a misspelt ``PARITY_EVENTS_TABLE`` would
+    otherwise be a new, empty table that every hour reconciles against."""
     pgdata = _pgdata(settings)
     with _lock:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +105,40 @@ def ensure_embedded(settings: Settings) -> str:
         if key not in _migrated:
             from parity.io.migrate import migrate
 
+            if not create_table:
+                _refuse_unknown_table(url, settings.events_table, pgdata)
             migrate(url, settings.events_table)
             _migrated.add(key)
     return url
+
+
+def _refuse_unknown_table(url: str, table: TableName, pgdata: Path) -> None:
+    from parity.io.migrate import MIGRATIONS_TABLE
+    from parity.io.store_pg import connect
+
+    with connect(url) as conn:
+        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [str(table)]).fetchone()
+        if found and found[0]:
+            return
+        schemas = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = %s",
+                [MIGRATIONS_TABLE],
+            )
+        ]
+        known: list[str] = []
+        for schema in schemas:
+            query = sql.SQL("SELECT DISTINCT events_table FROM {}.{} ORDER BY 1").format(
+                sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE)
+            )
+            known += [str(TableName(schema, row[0])) for row in conn.execute(query)]
+    if known:
+        raise ConfigurationError(
+            f"PARITY_EVENTS_TABLE names {table}, which the embedded PostgreSQL under {pgdata} "
+            f"does not have (it has {', '.join(known)}): correct the name, or create the "
+            "table with `parity db migrate`"
+        )
 
 
 def embedded_running(settings: Settings) -> bool:

@@ -41,13 +41,17 @@ from parity.io.store_pg import (
     connect,
     unique_key_exists,
 )
+from parity.io.tables import (
+    AUDIT_TABLE,
+    FLAGS_LOCK_KEY,
+    FLAGS_TABLE,
+    METRICS_TABLE,
+    MIGRATIONS_TABLE,
+    SET_FLAGS_FUNCTION,
+)
 
 log = logging.getLogger(__name__)
 
-FLAGS_TABLE = "feature_flags"
-AUDIT_TABLE = "feature_flag_audit"
-METRICS_TABLE = "delivery_metrics"
-MIGRATIONS_TABLE = "parity_schema_migrations"
 #: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes).
 MAX_IDENTIFIER_BYTES = 63
 #: The dollar-quote tag of the DO blocks; a name containing it would end the block early.
@@ -120,6 +124,11 @@ def placeholders(table: TableName) -> dict[str, sql.Composable]:
                 f"table name {table}: a name may not contain {DOLLAR_TAG!r} "
                 "(it delimits the migrations' DO blocks)"
             )
+
+    def qualified(name: str) -> sql.Literal:
+        # A schema-qualified name as text, for format('%s') in the DO blocks.
+        return sql.Literal(sql.Identifier(table.schema, name).as_string())
+
     return {
         "schema": sql.Identifier(table.schema),
         "schema_name": sql.Literal(table.schema),
@@ -136,6 +145,14 @@ def placeholders(table: TableName) -> dict[str, sql.Composable]:
         "metrics_name": sql.Literal(METRICS_TABLE),
         "metrics_sampled_at_idx": sql.Identifier(f"{METRICS_TABLE}_sampled_at_idx"),
         "migrations": sql.Identifier(MIGRATIONS_TABLE),
+        "set_flags_fn": sql.Identifier(SET_FLAGS_FUNCTION),
+        "set_flags_fn_text": qualified(SET_FLAGS_FUNCTION),
+        "lock_key": sql.Literal(FLAGS_LOCK_KEY),
+        "events_regclass": qualified(table.name),
+        "flags_regclass": qualified(FLAGS_TABLE),
+        "audit_regclass": qualified(AUDIT_TABLE),
+        "metrics_regclass": qualified(METRICS_TABLE),
+        "migrations_regclass": qualified(MIGRATIONS_TABLE),
     }
 
 

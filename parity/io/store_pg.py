@@ -50,6 +50,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from parity.core.config import TableName
 from parity.core.errors import (
     ConfigurationError,
+    MissingTableError,
     StoreConnectionError,
     StoreError,
     StoreRefusedError,
@@ -318,9 +319,9 @@ class PostgresStore:
                 f"large?): {detail}"
             )
         if state == "42P01":
-            return StoreError(
-                f"{action}: table {self.table} does not exist at {self.target}; run Parity's "
-                "migrations (parity.migrate) or set PARITY_EVENTS_TABLE"
+            return MissingTableError(
+                f"{action}: table {self.table} does not exist at {self.target}; correct "
+                "PARITY_EVENTS_TABLE, or run the migrations to create it: `parity db migrate`"
             )
         if state == "42703":
             return StoreError(

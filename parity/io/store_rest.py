@@ -34,6 +34,7 @@ from supabase import ClientOptions, create_client
 from parity.core.config import TableName
 from parity.core.errors import (
     ConfigurationError,
+    MissingTableError,
     StoreConnectionError,
     StoreError,
     StoreRefusedError,
@@ -307,45 +308,6 @@ class RestStore:
 
     # -- errors ------------------------------------------------------------------------------
 
-    def flag_rows(self) -> dict[str, Any]:
-        """The ``feature_flags`` table as {name: value} (a few rows: one page)."""
-        from parity.io.flags import FLAGS_TABLE
-
-        query = self._client.postgrest.from_(FLAGS_TABLE).select("name,value").order("name")
-        return {r["name"]: r["value"] for r in self._fetch(query.limit(self.page_size))}
-
-    def flag_history(self, flag: str | None = None) -> list[Any]:
-        """The ``feature_flag_audit`` rows (oldest first), for the cohort timeline: keyset
-        paginated on ``id`` like the snapshot, so no row cap truncates the history."""
-        from parity.io.flags import AUDIT_TABLE, AuditRow
-
-        columns = "id,flag,old_value,new_value,changed_at,actor,reason,evidence"
-        rows: list[Row] = []
-        while True:
-            query = self._client.postgrest.from_(AUDIT_TABLE).select(columns)
-            if flag is not None:
-                query = query.eq("flag", flag)
-            if rows:
-                query = query.gt("id", rows[-1]["id"])
-            page = self._fetch(query.order("id").limit(self.page_size))
-            rows.extend(page)
-            if self._is_last(page):
-                break
-        out = [
-            AuditRow(
-                r["id"],
-                r["flag"],
-                r["old_value"],
-                r["new_value"],
-                dt.datetime.fromisoformat(r["changed_at"]).astimezone(dt.UTC),
-                r["actor"],
-                r["reason"],
-                r["evidence"],
-            )
-            for r in rows
-        ]
-        return sorted(out, key=lambda r: (r.changed_at, r.id))
-
     def _fetch(self, query: Any) -> list[Row]:
         self._last_status = None
         try:
@@ -380,7 +342,10 @@ class RestStore:
                 f"{prefix}; expose schema {self.table.schema!r} in the project's API settings"
             )
         if code in ("PGRST205", "42P01") or status == 404:
-            return StoreError(f"{prefix}; run the migrations or check PARITY_EVENTS_TABLE")
+            return MissingTableError(
+                f"{prefix}; correct PARITY_EVENTS_TABLE, or run the migrations to create it: "
+                "`parity db migrate`"
+            )
         if code == "42P10":
             return StoreError(
                 f"{prefix}; insert_events needs unique (stream, seq) on the table: run the "

@@ -72,10 +72,10 @@ from parity.core.events import MAX_STREAM_LENGTH, Event, loads_exact, make_event
 from parity.core.schema import STORE_SCHEMA
 from parity.core.triggers import MetricSample
 from parity.io.files import write_bytes_atomic
+from parity.io.tables import METRICS_TABLE
 
 log = logging.getLogger(__name__)
 
-METRICS_TABLE = "delivery_metrics"
 HEARTBEAT_EVENT_TYPE = "system.health.heartbeat"
 
 Clock = Callable[[], dt.datetime]
@@ -311,7 +311,7 @@ class FlagCache:
 
 def postgres_flag_source(store: Any) -> FlagSource:
     """Flags from the ``feature_flags`` table of a :class:`~parity.store_pg.PostgresStore`."""
-    from parity.io.flags import read_flags
+    from parity.io.control_pg import read_flags
 
     def read() -> Mapping[str, Any]:
         with store.connection() as conn:

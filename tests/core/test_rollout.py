@@ -12,12 +12,6 @@ from hypothesis import strategies as st
 
 from parity.core.errors import ConfigurationError, FlagError
 from parity.core.rollout import (
-    FLAG_DEFAULTS,
-    MONITORING_CRITICAL_EVENTS_SUPABASE,
-    MONITORING_DASHBOARD_FALLBACK_MODE,
-    MONITORING_DASHBOARD_SUPABASE_ENABLED,
-    MONITORING_DUAL_WRITE_ENABLED,
-    MONITORING_SUPABASE_ROLLOUT_PERCENTAGE,
     NOT_STARTED,
     Action,
     HoldReason,
@@ -31,11 +25,19 @@ from parity.core.rollout import (
     resume,
     rollback_plan,
 )
+from parity.core.routing import (
+    CRITICAL_EVENTS_SUPABASE,
+    DASHBOARD_FALLBACK_MODE,
+    DASHBOARD_SUPABASE_ENABLED,
+    DUAL_WRITE_ENABLED,
+    FLAG_DEFAULTS,
+    SUPABASE_ROLLOUT_PERCENTAGE,
+)
 from parity.core.triggers import TriggerConfig, evaluate
 
 CONFIG = RolloutConfig()
-CRITICAL = MONITORING_CRITICAL_EVENTS_SUPABASE
-PERCENT = MONITORING_SUPABASE_ROLLOUT_PERCENTAGE
+CRITICAL = CRITICAL_EVENTS_SUPABASE
+PERCENT = SUPABASE_ROLLOUT_PERCENTAGE
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 
@@ -291,9 +293,9 @@ def test_rollback_plan():
     assert rollback_plan() == {
         PERCENT: 0,
         CRITICAL: False,
-        MONITORING_DUAL_WRITE_ENABLED: True,
-        MONITORING_DASHBOARD_SUPABASE_ENABLED: False,
-        MONITORING_DASHBOARD_FALLBACK_MODE: True,
+        DUAL_WRITE_ENABLED: True,
+        DASHBOARD_SUPABASE_ENABLED: False,
+        DASHBOARD_FALLBACK_MODE: True,
     }
 
 

@@ -12,7 +12,9 @@ from parity.app import cli
 from parity.core import rollout
 from parity.core.config import TableName
 from parity.core.errors import ConcurrentUpdateError, FlagError
-from parity.io import flags, rollback
+from parity.core.routing import FLAG_DEFAULTS
+from parity.io import control, control_pg
+from parity.io.control_pg import PostgresControlPlane
 from parity.io.store_pg import PostgresStore
 
 pytestmark = pytest.mark.integration
@@ -38,15 +40,15 @@ def conn(pg_url: str, pg_table: TableName):
 )
 def test_invalid_values_are_refused_and_nothing_is_written(conn, pg_table, name, value, message):
     with pytest.raises(FlagError, match=message):
-        flags.set_flags(conn, pg_table.schema, {name: value}, actor="t", reason="r")
-    assert flags.history(conn, pg_table.schema) == []
-    assert flags.read_flags(conn, pg_table.schema) == dict(flags.FLAG_DEFAULTS)
+        control_pg.set_flags(conn, pg_table.schema, {name: value}, actor="t", reason="r")
+    assert control_pg.history(conn, pg_table.schema) == []
+    assert control_pg.read_flags(conn, pg_table.schema) == dict(FLAG_DEFAULTS)
 
 
 def test_defaults_then_changes_are_audited(conn, pg_table):
     schema = pg_table.schema
-    assert flags.read_flags(conn, schema)["MONITORING_DASHBOARD_FALLBACK_MODE"] is True
-    rows = flags.set_flags(
+    assert control_pg.read_flags(conn, schema)["MONITORING_DASHBOARD_FALLBACK_MODE"] is True
+    rows = control_pg.set_flags(
         conn,
         schema,
         {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10, "MONITORING_DUAL_WRITE_ENABLED": True},
@@ -59,7 +61,7 @@ def test_defaults_then_changes_are_audited(conn, pg_table):
         ("MONITORING_SUPABASE_ROLLOUT_PERCENTAGE", 0, 10)  # dual write was already on
     ]
     assert (
-        flags.set_flags(
+        control_pg.set_flags(
             conn,
             schema,
             {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10},
@@ -68,7 +70,7 @@ def test_defaults_then_changes_are_audited(conn, pg_table):
         )
         == []
     )
-    [row] = flags.history(conn, schema, "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE")
+    [row] = control_pg.history(conn, schema, "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE")
     assert (row.actor, row.reason, row.evidence, row.changed_at) == (
         "alice",
         "canary",
@@ -76,18 +78,18 @@ def test_defaults_then_changes_are_audited(conn, pg_table):
         T0,
     )
     with pytest.raises(FlagError, match="reason"):
-        flags.set_flags(
+        control_pg.set_flags(
             conn, schema, {"MONITORING_DUAL_WRITE_ENABLED": False}, actor="a", reason=" "
         )
 
 
 def test_compare_and_set_refuses_a_stale_write(conn, pg_table):
     schema = pg_table.schema
-    flags.set_flags(
+    control_pg.set_flags(
         conn, schema, {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 50}, actor="a", reason="r"
     )
     with pytest.raises(ConcurrentUpdateError, match="re-read"):
-        flags.set_flags(
+        control_pg.set_flags(
             conn,
             schema,
             {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 100},
@@ -95,7 +97,7 @@ def test_compare_and_set_refuses_a_stale_write(conn, pg_table):
             reason="r",
             expected={"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10},
         )
-    assert flags.read_flags(conn, schema)["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 50
+    assert control_pg.read_flags(conn, schema)["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 50
 
 
 def test_concurrent_writers_lose_no_update(pg_url, pg_table):
@@ -107,9 +109,9 @@ def test_concurrent_writers_lose_no_update(pg_url, pg_table):
     def bump() -> None:
         with store.connection() as c:
             while True:
-                seen = flags.read_flags(c, pg_table.schema)[name]
+                seen = control_pg.read_flags(c, pg_table.schema)[name]
                 try:
-                    flags.set_flags(
+                    control_pg.set_flags(
                         c,
                         pg_table.schema,
                         {name: seen + 1},
@@ -127,47 +129,50 @@ def test_concurrent_writers_lose_no_update(pg_url, pg_table):
     for t in threads:
         t.join()
     with store.connection() as c:
-        assert flags.read_flags(c, pg_table.schema)[name] == 8
-        assert [r.new_value for r in flags.history(c, pg_table.schema, name)] == list(range(1, 9))
+        assert control_pg.read_flags(c, pg_table.schema)[name] == 8
+        assert [r.new_value for r in control_pg.history(c, pg_table.schema, name)] == list(
+            range(1, 9)
+        )
 
 
-def test_values_in_force_at_past_instants_come_from_the_audit(conn, pg_table):
+def test_values_in_force_at_past_instants_come_from_the_audit(conn, pg_url, pg_table):
     schema = pg_table.schema
     name = "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"
-    flags.import_history(
+    control_pg.import_history(
         conn,
         schema,
         [
-            flags.AuditRow(0, name, 0, 10, T0, "old-system", "imported", None),
-            flags.AuditRow(
+            control_pg.AuditRow(0, name, 0, 10, T0, "old-system", "imported", None),
+            control_pg.AuditRow(
                 0, name, 10, 50, T0 + dt.timedelta(days=2), "old-system", "imported", None
             ),
         ],
     )
-    timeline = flags.timeline_from_rows(flags.history(conn, schema))
+    timeline = control.load_timeline(PostgresControlPlane(pg_url, schema))
     assert timeline.value_at(name, T0 - dt.timedelta(seconds=1)) == 0  # the plan's default
     assert timeline.value_at(name, T0) == 10  # at the instant of the change
     assert timeline.value_at(name, T0 + dt.timedelta(days=3)) == 50
     assert timeline.value_at("MONITORING_DUAL_WRITE_ENABLED", T0) is True
 
 
-def test_rollback_applies_the_plan_once(conn, pg_table):
+def test_rollback_applies_the_plan_once(conn, pg_url, pg_table):
     schema = pg_table.schema
-    flags.set_flags(
+    control_pg.set_flags(
         conn,
         schema,
         {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 50, "MONITORING_DUAL_WRITE_ENABLED": False},
         actor="a",
         reason="r",
     )
-    first = rollback.apply_rollback(conn, schema, actor="a", reason="why", evidence={}, now=T0)
+    plane = PostgresControlPlane(pg_url, schema)
+    first = control.apply_rollback(plane, actor="a", reason="why", evidence={}, now=T0)
     assert first.applied and first.changes == {
         "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 0,
         "MONITORING_DUAL_WRITE_ENABLED": True,
     }
-    second = rollback.apply_rollback(conn, schema, actor="a", reason="why", evidence={}, now=T0)
+    second = control.apply_rollback(plane, actor="a", reason="why", evidence={}, now=T0)
     assert not second.applied and second.changes == {}
-    state = rollback.read_state(conn, schema)
+    state = control_pg.read_state(conn, schema)
     assert state.rollback_in_force and state.rollback_reason == "why"
 
 
@@ -207,7 +212,7 @@ def test_cli_refuses_bad_values_with_exit_2(cli_env, capsys, pg_url, argv):
     assert cli.main(argv) == 2
     assert "parity: error:" in capsys.readouterr().err
     with PostgresStore(pg_url, cli_env).connection() as c:
-        assert flags.history(c, cli_env.schema) == []
+        assert control_pg.history(c, cli_env.schema) == []
 
 
 def test_cli_rollback_and_resume(cli_env, capsys, pg_url):
@@ -221,8 +226,11 @@ def test_cli_rollback_and_resume(cli_env, capsys, pg_url):
     assert "already in force" in capsys.readouterr().out
     assert cli.main(["rollout", "resume", "--reason", "fixed"]) == 0
     with PostgresStore(pg_url, cli_env).connection() as c:
-        state = rollback.read_state(c, cli_env.schema)
+        state = control_pg.read_state(c, cli_env.schema)
     assert not state.rollback_in_force and not state.paused
     assert state.step == rollout.NOT_STARTED and state.cooldown_until is not None
-    assert cli.main(["rollout", "status"]) == 0
+    assert cli.main(["rollout", "status", "--json"]) == 0
     assert '"step": -1' in capsys.readouterr().out
+    assert cli.main(["rollout", "status"]) == 0
+    table = capsys.readouterr().out
+    assert "Rollout state" in table and "Health triggers" in table and "cooldown until" in table

@@ -7,7 +7,6 @@ recorder's clock is fake, so an hour boundary is crossed on demand.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import io
@@ -15,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +22,7 @@ import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from parity.app.cli_record import add_record_command
+from parity.app.cli import cli
 from parity.core.classify import load_rules
 from parity.core.events import make_event
 from parity.io.recorder import Recorder, RecorderConfig
@@ -259,23 +257,13 @@ def test_progress_is_shown_when_asked(tmp_path: Path) -> None:
 
 
 def test_record_command_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    add_record_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["record", "ws://127.0.0.1:9/x", "--out", str(tmp_path)])
-    assert (args.fsync_interval, args.max_backoff) == (1.0, 30.0)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["record", "ws://h/", "--max-backoff", "0"])
+    from click.testing import CliRunner
 
-    script = textwrap.dedent(
-        """
-        import argparse, sys
-        from parity.app.cli_record import add_record_command
-        parser = argparse.ArgumentParser()
-        add_record_command(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(sys.argv[1:])
-        sys.exit(args.func(args, None))
-        """
-    )
+    # Its options are checked before anything connects.
+    refused = CliRunner().invoke(cli, ["record", "ws://h/", "--max-backoff", "0"])
+    assert refused.exit_code == 2 and "--max-backoff" in refused.output
+
+    script = "import sys; from parity.app.cli import main; sys.exit(main(sys.argv[1:]))"
 
     async def scenario() -> tuple[int, bytes, bytes]:
         async with ws_server() as server:

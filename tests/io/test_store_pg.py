@@ -102,7 +102,7 @@ def test_migrate_creates_the_tables_with_rls_and_twice_changes_nothing(
     pg_url: str, pg_schema: str
 ) -> None:
     table = TableName(pg_schema, "monitoring_events")
-    assert migrate(pg_url, table) == ["001_init", "002_supabase"]
+    assert migrate(pg_url, table) == ["001_init", "002_supabase", "003_control_plane"]
     before = catalog(pg_url, pg_schema)
 
     assert migrate(pg_url, table) == []
@@ -131,7 +131,7 @@ def test_a_second_events_table_in_the_same_schema_gets_its_own_migrations(
 ) -> None:
     other = TableName(pg_table.schema, "events_v2")
     with psycopg.connect(pg_url, autocommit=True) as conn:  # a connection works as well
-        assert migrate(conn, other) == ["001_init", "002_supabase"]
+        assert migrate(conn, other) == ["001_init", "002_supabase", "003_control_plane"]
     assert migrate(pg_url, other) == []
     store = PostgresStore(pg_url, other)
     assert store.insert_events(events_table(some_events(3))) == 3
@@ -150,7 +150,7 @@ def test_names_with_capitals_spaces_dots_and_quotes(pg_url: str, schema: str, na
     schema = f"{schema} {uuid.uuid4().hex[:6]}"
     table = TableName(schema, name)
     try:
-        assert migrate(pg_url, table) == ["001_init", "002_supabase"]
+        assert migrate(pg_url, table) == ["001_init", "002_supabase", "003_control_plane"]
         assert migrate(pg_url, table) == []
         store = PostgresStore(pg_url, table)
         assert store.insert_events(events_table(some_events(5))) == 5
@@ -193,7 +193,7 @@ def test_existing_table_with_duplicates_migrates_without_the_constraint(
         )
 
     with caplog.at_level(logging.WARNING, logger="parity.io.migrate"):
-        assert migrate(pg_url, table) == ["001_init", "002_supabase"]
+        assert migrate(pg_url, table) == ["001_init", "002_supabase", "003_control_plane"]
     assert not store.has_unique_key()
     assert "no unique key on (stream, seq)" in caplog.text
     # The other tables and the indexes were still created.
@@ -286,10 +286,11 @@ def supabase_like_url(pg_url: str) -> Iterator[str]:
 
 def test_supabase_parts_apply_where_roles_and_publication_exist(supabase_like_url: str) -> None:
     table = TableName("public", "monitoring_events")
-    assert migrate(supabase_like_url, table) == ["001_init", "002_supabase"]
+    assert migrate(supabase_like_url, table) == ["001_init", "002_supabase", "003_control_plane"]
     policies = set(execute(supabase_like_url, "SELECT tablename, policyname FROM pg_policies"))
-    assert ("monitoring_events", "parity_authenticated_read") in policies
     assert ("feature_flag_audit", "parity_service_role_append") in policies
+    # Dashboard read access is opt-in: 003 removes what 002 gave authenticated.
+    assert not {p for p in policies if p[1] == "parity_authenticated_read"}
     assert execute(
         supabase_like_url,
         "SELECT schemaname, tablename FROM pg_publication_tables"
@@ -302,11 +303,16 @@ def test_supabase_parts_apply_where_roles_and_publication_exist(supabase_like_ur
             " WHERE grantee IN ('anon', 'authenticated', 'service_role')",
         )
     )
-    assert ("authenticated", "monitoring_events", "SELECT") in grants
-    assert ("authenticated", "feature_flags", "UPDATE") not in grants
     assert ("service_role", "feature_flag_audit", "INSERT") in grants
     assert ("service_role", "feature_flag_audit", "UPDATE") not in grants
-    assert not {g for g in grants if g[0] == "anon"}
+    assert not {g for g in grants if g[0] in ("anon", "authenticated")}
+    executors = execute(
+        supabase_like_url,
+        "SELECT r.rolname FROM pg_roles r, pg_proc p WHERE p.proname = 'parity_set_flags'"
+        " AND has_function_privilege(r.oid, p.oid, 'EXECUTE')"
+        " AND r.rolname IN ('anon', 'authenticated', 'service_role')",
+    )
+    assert executors == [("service_role",)]
     # The pasted script is idempotent on Supabase too.
     execute(supabase_like_url, migration_sql(table))
     assert migrate(supabase_like_url, table) == []

@@ -28,6 +28,7 @@ from tests.restharness import (
     SupabaseRest,
     find_postgrest,
     free_port,
+    prepare_supabase,
     start_supabase_rest,
 )
 
@@ -90,6 +91,7 @@ def rest_pg_url(
         conn.execute(f"drop database if exists {DATABASE} with (force)")
         conn.execute(f"create database {DATABASE}")
     url = make_conninfo(**{**conninfo_to_dict(base), "dbname": DATABASE})  # type: ignore[arg-type]
+    prepare_supabase(url, ("public", "parity_ops"))
     _create_tables(url)
     try:
         yield url
@@ -485,50 +487,3 @@ def test_the_harness_names_the_install_script_when_postgrest_is_missing(
     monkeypatch.setenv("PARITY_POSTGREST_BIN", str(tmp_path / "missing" / "postgrest"))
     with pytest.raises(PostgrestNotFoundError, match="install-postgrest.sh"):
         find_postgrest()
-
-
-def test_flag_history_over_rest_equals_the_sql_history(
-    open_rest: Any, api: SupabaseRest, rest_pg_url: str
-) -> None:
-    """A REST-only deployment computes cohorts from the audit history too: read past the
-    row cap, in the same order as the SQL path."""
-    from parity.io import flags
-    from parity.io.migrate import migrate
-
-    migrate(rest_pg_url, UNIQUE)
-    api.reload_schema(wait_for=[(UNIQUE.schema, flags.AUDIT_TABLE)])
-    name = "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"
-    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    with psycopg.connect(rest_pg_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("truncate {}").format(sql.Identifier(UNIQUE.schema, flags.AUDIT_TABLE))
-        )
-        flags.import_history(
-            conn,
-            UNIQUE.schema,
-            [
-                flags.AuditRow(
-                    0,
-                    name,
-                    i % 100,
-                    (i + 1) % 100,
-                    start + dt.timedelta(minutes=i),
-                    "old-system",
-                    "imported",
-                    {"i": i},
-                )
-                for i in range(1, 1201)
-            ],
-        )
-        expected = flags.history(conn, UNIQUE.schema)
-    got = open_rest(UNIQUE, page_size=500).flag_history()
-    assert len(got) == 1200
-    assert [(r.flag, r.new_value, r.changed_at, r.evidence) for r in got] == [
-        (r.flag, r.new_value, r.changed_at, r.evidence) for r in expected
-    ]
-    timeline = flags.timeline_from_rows(got)
-    assert timeline.value_at(name, start + dt.timedelta(minutes=5, seconds=30)) == 6
-    with psycopg.connect(rest_pg_url, autocommit=True) as conn:
-        flags.set_flags(conn, UNIQUE.schema, {name: 10}, actor="t", reason="r")
-    values = flags.store_flags(open_rest(UNIQUE))
-    assert values[name] == 10 and values["MONITORING_DUAL_WRITE_ENABLED"] is True

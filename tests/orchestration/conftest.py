@@ -81,7 +81,7 @@ class World:
 
     def critical_first(self, since: dt.datetime) -> None:
         """The canary's first stage in force since ``since``: CRITICAL events to Supabase."""
-        from parity.io.flags import set_flags
+        from parity.io.control_pg import set_flags
 
         with self.store().connection() as conn:
             set_flags(

@@ -27,7 +27,7 @@ from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import RECONCILE_EVENTS_JOB, build_jobs
 from orchestration.rollout import RollbackConfig, rollback_job
 from parity.core import report as reports
-from parity.io.flags import set_flags
+from parity.io.control_pg import set_flags
 from parity.io.reports import load_report
 from tests.orchestration.conftest import World, stream_events
 

@@ -25,7 +25,8 @@ from orchestration.rollout import (
     CheckCursor,
 )
 from parity.core import rollout
-from parity.io import flags, rollback
+from parity.io import control, control_pg
+from parity.io.control_pg import PostgresControlPlane
 from parity.io.reports import write_report
 from tests.orchestration.conftest import World
 
@@ -40,17 +41,19 @@ def resource(world: World) -> ParityResource:
 
 def current(world: World) -> dict:
     with world.store().connection() as conn:
-        return flags.read_flags(conn, world.table.schema)
+        return control_pg.read_flags(conn, world.table.schema)
 
 
-def audit(world: World) -> list[flags.AuditRow]:
+def audit(world: World) -> list[control_pg.AuditRow]:
     with world.store().connection() as conn:
-        return flags.history(conn, world.table.schema)
+        return control_pg.history(conn, world.table.schema)
 
 
 def set_values(world: World, values: dict, when: dt.datetime | None = None) -> None:
     with world.store().connection() as conn:
-        flags.set_flags(conn, world.table.schema, values, actor="test", reason="setup", now=when)
+        control_pg.set_flags(
+            conn, world.table.schema, values, actor="test", reason="setup", now=when
+        )
 
 
 def run_rollback(world_env: World, reason: str = "test") -> dg.ExecuteInProcessResult:
@@ -91,7 +94,7 @@ def test_rollback_sets_the_plan_audited_and_read_back(world_env: World):
     assert {k: values[k] for k in rollout.rollback_plan()} == rollout.rollback_plan()
     rows = audit(world_env)[before:]
     changed = {r.flag: (r.old_value, r.new_value) for r in rows}
-    assert changed.pop(flags.ROLLOUT_STATE_FLAG)[1]["rollback_reason"] == "error rate above 5%"
+    assert changed.pop(control_pg.ROLLOUT_STATE_FLAG)[1]["rollback_reason"] == "error rate above 5%"
     assert changed == {
         "MONITORING_CRITICAL_EVENTS_SUPABASE": (True, False),
         "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": (50, 0),
@@ -105,7 +108,7 @@ def test_rollback_sets_the_plan_audited_and_read_back(world_env: World):
     [observation] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert observation.asset_key == dg.AssetKey("feature_flags")
     with world_env.store().connection() as conn:
-        assert rollback.read_state(conn, world_env.table.schema).rollback_in_force
+        assert control_pg.read_state(conn, world_env.table.schema).rollback_in_force
 
 
 def test_rollback_twice_or_at_once_is_one_change(world_env: World):
@@ -123,7 +126,7 @@ def test_rollback_twice_or_at_once_is_one_change(world_env: World):
     assert run_rollback(world_env).success  # a third, later: still nothing to change
     rows = audit(world_env)[before:]
     assert sorted(r.flag for r in rows) == sorted(
-        ["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE", flags.ROLLOUT_STATE_FLAG]
+        ["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE", control_pg.ROLLOUT_STATE_FLAG]
     )
 
 
@@ -327,31 +330,26 @@ def test_health_sensor_rolls_back_on_a_sustained_breach_only(world_env: World, m
         assert evidence["trigger"] == "health"
 
         set_values(world_env, {"MONITORING_SUPABASE_ROLLOUT_PERCENTAGE": 10})
-        with world_env.store().connection() as conn:
-            rollback.apply_rollback(
-                conn, world_env.table.schema, actor="t", reason="r", evidence={}, now=now
-            )
+        plane = PostgresControlPlane(world_env.url, world_env.table.schema)
+        control.apply_rollback(plane, actor="t", reason="r", evidence={}, now=now)
         skipped = evaluate(sensor, instance, resources=res)
         assert not skipped.run_requests and "already in force" in skipped.skip_message
 
         # A person resumes; the breach goes on (or comes back) within the same minute: that
         # is a new episode, so a new rollback, not a duplicate of the first one's run key.
-        with world_env.store().connection() as conn:
-            state = rollback.read_state(conn, world_env.table.schema)
-            values = flags.read_flags(conn, world_env.table.schema)
-            resumed = rollout.resume(state, values, rollout.RolloutConfig(), now)
-            rollback.apply_transition(
-                conn,
-                world_env.table.schema,
-                expected_state=state,
-                expected_flags={k: values[k] for k in flags.FLAG_DEFAULTS},
-                flag_changes=dict(resumed.flag_changes),
-                next_state=resumed.state,
-                actor="t",
-                reason="fixed",
-                evidence={},
-                now=now,
-            )
+        state, values = control.read_state(plane), plane.read_flags()
+        resumed = rollout.resume(state, values, rollout.RolloutConfig(), now)
+        control.apply_transition(
+            plane,
+            expected_state=state,
+            expected_flags=values,
+            flag_changes=dict(resumed.flag_changes),
+            next_state=resumed.state,
+            actor="t",
+            reason="fixed",
+            evidence={},
+            now=now,
+        )
         [again] = evaluate(sensor, instance, resources=res).run_requests
         assert again.run_key != request.run_key
 
@@ -397,7 +395,7 @@ def test_canary_holds_while_paused_and_promotes_when_green(world_env: World):
             world_env,
             {
                 "MONITORING_CRITICAL_EVENTS_SUPABASE": True,
-                flags.ROLLOUT_STATE_FLAG: state.to_json(),
+                control_pg.ROLLOUT_STATE_FLAG: state.to_json(),
             },
         )
         # 80 minutes: the latency baseline needs an hour of history before the window.

@@ -29,7 +29,7 @@ from parity.core.routing import (
     SUPABASE_ROLLOUT_PERCENTAGE,
     stream_bucket,
 )
-from parity.io.flags import set_flags
+from parity.io.control_pg import set_flags
 from parity.io.store_pg import PostgresStore
 from parity.io.verify import verify_checksums
 from parity.producer import (
