@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from parity.core.config import TableName
-from parity.io import flags
+from parity.io import control_pg as flags
 from parity.io.migrate import migrate
 
 pytestmark = pytest.mark.integration
