@@ -247,12 +247,14 @@ def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: st
     """Asset check results computed from the asset's own data (see checks/)."""
     selected = {key.name for key in context.selected_asset_check_keys}
     if selected:
+        settings = parity.settings()
         yield from evaluate_checks(
             asset,
             data,
             selected,
             context.partition_key,
-            layout=parity.settings().layout,
+            layout=settings.layout,
+            criteria=settings.knobs.slo,
         )
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import dagster as dg
 
 from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL
+from assets.resources import ParityResource
+from orchestration.gate import validation_paused
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from orchestration.rollout import FEATURE_FLAGS_KEY, rollback_job
 from parity.core import partitions
@@ -135,7 +137,10 @@ def build_reconcile_after_backfill_sensor() -> dg.SensorDefinition:
         "hour again (one reconcile_events_job run per hour), so the report and the asset "
         "checks show whether the hour is now whole.",
     )
-    def reconcile_after_backfill(context: dg.SensorEvaluationContext):
+    def reconcile_after_backfill(context: dg.SensorEvaluationContext, parity: ParityResource):
+        paused = validation_paused(parity, "automatic repair")
+        if paused:  # the cursor stays: backfills made meanwhile are followed on resume
+            return dg.SkipReason(paused)
         cursor = StorageIdCursor.parse(context.cursor)
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=BACKFILL_KEY, after_storage_id=cursor.low),
@@ -206,8 +211,11 @@ def build_backfill_after_rollback_sensor(
         "(sync any missed events): the events Supabase should have received before the "
         "rollback are written, then reconcile_after_backfill checks the hours again.",
     )
-    def backfill_after_rollback(context: dg.RunStatusSensorContext):
+    def backfill_after_rollback(context: dg.RunStatusSensorContext, parity: ParityResource):
         run = context.dagster_run
+        paused = validation_paused(parity, f"automatic backfill after rollback {run.run_id}")
+        if paused:
+            return dg.SkipReason(paused)
         named = rollback_partitions(run.run_config)
         if not named:
             return dg.SkipReason(f"rollback run {run.run_id} names no partitions")

@@ -17,7 +17,6 @@ import pytest
 from checks import specs
 from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
 from checks.evaluate import evaluate_checks
-from parity.core.errors import ConfigurationError
 from parity.core.events import CATEGORIES, make_event
 from parity.core.layout import Layout
 from parity.core.report import REPORT_KEYS
@@ -498,33 +497,3 @@ def test_specs_name_every_check_on_its_asset():
     # Lost events must not block the backfill downstream; corruption stops repair.
     assert blocking == {specs.NO_CHECKSUM_MISMATCHES}
     assert all(s.asset_key == dg.AssetKey(a) for a, ss in by_asset.items() for s in ss)
-
-
-def test_criteria_from_the_environment():
-    assert SuccessCriteria.from_env({}) == SuccessCriteria()
-    criteria = SuccessCriteria.from_env(
-        {
-            "PARITY_SLO_DELIVERY_RATE": "0.99",
-            "PARITY_SLO_P95_MS": " 750 ",
-            "PARITY_QUARANTINE_MAX_SHARE": "",
-        }
-    )
-    assert criteria == SuccessCriteria(min_delivery_rate=0.99, max_latency_p95_ms=750.0)
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "message"),
-    [
-        ("PARITY_SLO_DELIVERY_RATE", "99.9", "fraction in (0, 1]"),
-        ("PARITY_SLO_DELIVERY_RATE", "0", "fraction in (0, 1]"),
-        ("PARITY_SLO_DELIVERY_RATE", "nan", "fraction in (0, 1]"),
-        ("PARITY_SLO_P95_MS", "fast", "expected a number"),
-        ("PARITY_SLO_P95_MS", "-5", "positive number of milliseconds"),
-        ("PARITY_SLO_P95_MS", "inf", "positive number of milliseconds"),
-        ("PARITY_QUARANTINE_MAX_SHARE", "1", "fraction in [0, 1)"),
-    ],
-)
-def test_criteria_refuse_bad_values_naming_the_variable(variable: str, value: str, message: str):
-    with pytest.raises(ConfigurationError, match=variable) as raised:
-        SuccessCriteria.from_env({variable: value})
-    assert message in str(raised.value)

@@ -316,3 +316,22 @@ def test_secrets_show_as_variable_names(repository: dict[str, Any], pg_url: str)
     assert values["database_url"]["type"] == "ENV_VAR"
     assert values["database_url"]["value"] == "PARITY_DATABASE_URL"
     assert pg_url not in json.dumps(repository)
+
+
+def test_the_knobs_in_force_and_the_alert_sensors_show(repository: dict[str, Any]) -> None:
+    """A person sees the plan's thresholds in force on the parity resource, and the alert
+    sensors running, each saying what it alerts on."""
+    resources = by_name(repository["allTopLevelResourceDetails"])
+    values = {v["key"]: v for v in resources["parity"]["configuredValues"]}
+    knobs = values["knobs"]["value"]
+    for variable, default in (
+        ("PARITY_TRIGGER_ERROR_RATE", "0.05"),
+        ("PARITY_ROLLOUT_STEPS", "10,50,100"),
+        ("PARITY_SLO_DELIVERY_RATE", "0.999"),
+        ("PARITY_ROLLBACK_DRY_RUN", "false"),
+    ):
+        assert variable in knobs and default in knobs, (variable, knobs)
+    sensors = by_name(repository["sensors"])
+    for name in ("alert_on_discrepancies", "alert_on_delivery_health", "alert_on_run_failure"):
+        assert sensors[name]["defaultStatus"] == "RUNNING", name
+        assert sensors[name]["description"], name

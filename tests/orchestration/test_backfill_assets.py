@@ -114,12 +114,15 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
         assert len(ledger[0]["sent_keys"]) == 3
 
         # The sensor asks for one reconciliation per backfilled hour, the dry run for none.
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        res = {"parity": defs.resources["parity"]}
+        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=res)
         requests = sensor.evaluate_tick(context).run_requests
         assert sorted(r.partition_key for r in requests) == KEYS
         assert all(r.job_name in (None, RECONCILE_EVENTS_JOB) for r in requests)
         assert len({r.run_key for r in requests}) == 3
-        again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=context.cursor)
+        again = dg.build_sensor_context(
+            instance=instance, definitions=defs, cursor=context.cursor, resources=res
+        )
         assert sensor.evaluate_tick(again).run_requests == []
 
         for request in requests:
@@ -153,6 +156,7 @@ def test_a_rollback_that_changed_flags_requests_the_backfill(world: World) -> No
             dagster_event=record.event_log_entry.dagster_event,
             dagster_instance=instance,
             dagster_run=run,
+            resources={"parity": defs.resources["parity"]},
         )
         return sensor(context)
 
