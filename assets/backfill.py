@@ -128,7 +128,8 @@ def _summary(r: bf.BackfillResult) -> str:
     verb = "would write" if r.dry_run else "wrote"
     return (
         f"{r.partition}: {verb} {r.planned if r.dry_run else r.written} events; already "
-        f"present {r.already_present}, conflicts {r.conflicts}, invalid {r.invalid}, outside "
+        f"present {r.already_present}, conflicts {r.conflicts}, invalid {r.invalid}, refused "
+        f"by the store {r.refused}, outside "
         f"the cohort {r.skipped_outside_cohort}, {r.batches} batches in {r.duration_s:g} s"
     )
 
@@ -148,6 +149,7 @@ def backfill_metadata(
         "skipped_existing": total("skipped_existing"),
         "conflicts": total("conflicts"),
         "invalid": total("invalid"),
+        "refused": total("refused"),
         "skipped_outside_cohort": total("skipped_outside_cohort"),
         "batches": total("batches"),
         "retries": total("retries"),

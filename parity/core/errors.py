@@ -62,6 +62,18 @@ class StoreConnectionError(StoreError):
     """The store could not be reached or refused the credentials. Never carries the secret."""
 
 
+class StoreRefusedError(StoreError):
+    """The store refused the data itself (a value its columns cannot hold, a constraint):
+    the same rows fail on every retry, while other rows of the batch would be accepted.
+    ``reason`` is the store's own explanation (credentials redacted); ``code`` its SQLSTATE
+    or API error code when it gave one."""
+
+    def __init__(self, message: str, *, reason: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
+
+
 class MissingTableError(StoreError):
     """A table Parity needs is not there: a name to correct or migrations to run."""
 

@@ -33,6 +33,7 @@ from psycopg import sql
 
 from parity.core.config import TableName
 from parity.core.errors import ConfigurationError, MigrationError
+from parity.core.redact import redact
 from parity.io.store_pg import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_STATEMENT_TIMEOUT_S,
@@ -266,4 +267,5 @@ def _detail(exc: psycopg.Error) -> str:
         text = f"{text} (SQLSTATE {diag.sqlstate})"
     if diag.context:
         text = f"{text}; {' '.join(diag.context.split())}"
-    return text
+    # A server message can quote a connection string (dblink, a foreign server's options).
+    return redact(text)

@@ -54,15 +54,19 @@ def notify_rollback(
     run_id: str | None = None,
     dry_run: bool = False,
 ) -> Delivery:
-    """Alert the rollback, or in dry-run mode the rollback that would have been made
-    (never raises; see parity.io.notify)."""
-    return notifier.send(
-        alerts.rollback_alert(
-            reason=reason,
-            changes=applied.changes,
-            flags=applied.flags_after,
-            evidence=evidence,
-            run_id=run_id,
-            dry_run=dry_run,
+    """Alert the rollback, or in dry-run mode the rollback that would have been made.
+    Never raises: the rollback is committed by now, and no failure to tell about it may
+    fail it (the detail names no URL: they carry tokens)."""
+    try:
+        return notifier.send(
+            alerts.rollback_alert(
+                reason=reason,
+                changes=applied.changes,
+                flags=applied.flags_after,
+                evidence=evidence,
+                run_id=run_id,
+                dry_run=dry_run,
+            )
         )
-    )
+    except Exception as exc:
+        return Delivery(False, 0, f"alert not sent ({type(exc).__name__})")
