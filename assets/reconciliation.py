@@ -1,4 +1,4 @@
-"""The three reconciliation assets (DESIGN 3-5): two hourly snapshots and their comparison.
+"""The three reconciliation assets (contract §3-5): two hourly snapshots and their comparison.
 
 Each is wiring: fetch through the ``parity`` resource, call :mod:`parity`, return metadata.
 """

@@ -3,7 +3,7 @@
 Names are part of the contract (sensors, the CLI and the README refer to them).
 
 Severity follows one rule: an ERROR-severity failure rolls the Supabase rollout back
-(DESIGN 5), so ERROR is reserved for the migration plan's rollback reasons that a check can
+(contract §5), so ERROR is reserved for the migration plan's rollback reasons that a check can
 see: the delivery SLO (``delivery_rate_meets_slo``), a lost CRITICAL event
 (``no_critical_events_lost``) and corruption of what Supabase holds (invalid checksums,
 conflicting copies, checksum mismatches). The health triggers are the sensor's.
@@ -109,7 +109,7 @@ CHECKS: tuple[CheckDef, ...] = (
         WS_LOG_SNAPSHOT,
         WARN,
         False,
-        "Every logged event's checksum recomputes (DESIGN 2).",
+        "Every logged event's checksum recomputes (contract §2).",
     ),
     CheckDef(
         WS_KEYS_ARE_UNIQUE,
@@ -135,7 +135,7 @@ CHECKS: tuple[CheckDef, ...] = (
         SUPABASE_EVENTS_SNAPSHOT,
         ERROR,
         False,
-        "Every Supabase row's checksum recomputes from its columns (DESIGN 2).",
+        "Every Supabase row's checksum recomputes from its columns (contract §2).",
     ),
     CheckDef(
         SUPABASE_KEYS_ARE_UNIQUE,

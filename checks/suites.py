@@ -15,7 +15,7 @@ checksums per row; GE then validates once, on the facts of all parts combined, s
 result does not depend on how the snapshot was split.
 
 Supabase continuity has no cohort information here (the snapshot is all this asset has),
-so it relies on DESIGN 5: streams move into the rollout cohort whole, hence a stream in
+so it relies on contract §5: streams move into the rollout cohort whole, hence a stream in
 the cohort is gapless in Supabase. A non-CRITICAL row proves its stream was in the cohort
 (only the rollout percentage routes non-CRITICAL events); a CRITICAL row does not, since
 ``MONITORING_CRITICAL_EVENTS_SUPABASE`` routes CRITICAL events of any stream and skips the

@@ -112,7 +112,7 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
 @dg.job(
     name=ROLLBACK_JOB,
     tags={FLAG_WRITER_TAG: "rollback"},
-    description="Roll the migration back (DESIGN 5): rollout 0%, critical-to-Supabase off, "
+    description="Roll the migration back (contract §5): rollout 0%, critical-to-Supabase off, "
     "dual write on, dashboard on WebSocket with fallback. Idempotent; audited.",
 )
 def rollback_job():

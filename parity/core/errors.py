@@ -29,7 +29,7 @@ class ConfigurationError(ParityError):
 
 
 class InvalidEventError(ParityError):
-    """An event does not satisfy the data contract (DESIGN 2).
+    """An event does not satisfy the data contract (contract §2).
 
     ``reason`` is a short machine-readable code; ``field`` the offending field if any;
     ``where`` says where the event came from (file and line, table and key).

@@ -1,4 +1,4 @@
-"""Events and their checksum (DESIGN 2).
+"""Events and their checksum (contract §2).
 
 The checksum is sha256 over the RFC 8785 (JCS) serialisation of the covered object
 ``{"stream", "seq", "event_type", "emitted_at", "payload"}`` with ``emitted_at`` normalised to
@@ -234,7 +234,7 @@ def canonical_bytes(
 def compute_checksum(
     stream: str, seq: int, event_type: str, emitted_at: dt.datetime | str, payload: Any
 ) -> str:
-    """The checksum of DESIGN 2, as lowercase hex."""
+    """The checksum of contract §2, as lowercase hex."""
     return hashlib.sha256(canonical_bytes(stream, seq, event_type, emitted_at, payload)).hexdigest()
 
 
@@ -466,7 +466,7 @@ def _check_str(obj: Mapping[str, Any], field: str, where: str, max_len: int | No
 
 
 def parse_event(obj: Any, *, where: str = "") -> Event:
-    """Validate a decoded JSON value as an event (DESIGN 2). Raises InvalidEventError with
+    """Validate a decoded JSON value as an event (contract §2). Raises InvalidEventError with
     ``reason`` ``not_an_object``, ``missing_field`` or ``invalid_field``."""
     if not isinstance(obj, dict):
         raise InvalidEventError(

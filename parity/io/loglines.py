@@ -1,4 +1,4 @@
-"""Log lines read by Python: the definition of what a line of the log is (DESIGN 3).
+"""Log lines read by Python: the definition of what a line of the log is (contract §3).
 
 Every line the native kernel does not decide, and every line when it is not built, is read
 here. Line policy:

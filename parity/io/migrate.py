@@ -1,4 +1,4 @@
-"""Schema migrations for the tables of DESIGN 4.
+"""Schema migrations for the tables of contract §4.
 
 The SQL lives in ``parity/migrations/NNN_name.sql``, applied in file-name order. The files
 hold placeholders (``{schema}``, ``{events}``…) that :func:`compose` fills with

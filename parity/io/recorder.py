@@ -1,4 +1,4 @@
-"""The WebSocket recorder: subscribe to a producer and write the log of DESIGN 3.
+"""The WebSocket recorder: subscribe to a producer and write the log of contract §3.
 
 Each message that is a JSON object becomes one line of ``<out>/YYYY-MM-DD/HH.jsonl``, the
 UTC hour in which it was received, with ``logged_at`` (that instant, normalised like

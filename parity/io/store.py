@@ -1,4 +1,4 @@
-"""The events store: where Supabase keeps the events (DESIGN 4, 6).
+"""The events store: where Supabase keeps the events (contract §4).
 
 Two transports give the same output shape (``schema.STORE_SCHEMA``):
 

@@ -1,4 +1,4 @@
-"""The events store over PostgreSQL (DESIGN 4, 6): plain PostgreSQL, the embedded server,
+"""The events store over PostgreSQL (contract §4): plain PostgreSQL, the embedded server,
 or a Supabase project's direct or session-pooler connection.
 
 psycopg 3 serves control: :meth:`PostgresStore.connection` (flags, delivery metrics),
@@ -325,7 +325,7 @@ class PostgresStore:
             )
         if state == "42703":
             return StoreError(
-                f"{action}: table {self.table} lacks a column of DESIGN 4 "
+                f"{action}: table {self.table} lacks a column of contract §4 "
                 f"(stream, seq, event_type, category, emitted_at, received_at, payload, "
                 f"checksum): {detail}"
             )
@@ -350,7 +350,7 @@ class PostgresStore:
     # -- reads -------------------------------------------------------------------------
 
     def has_unique_key(self) -> bool:
-        """Whether the table has a unique key on (stream, seq) (DESIGN 4: it may not)."""
+        """Whether the table has a unique key on (stream, seq) (contract §4: it may not)."""
         with self.connection() as conn:
             try:
                 return unique_key_exists(conn, self.table)

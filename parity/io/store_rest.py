@@ -269,7 +269,7 @@ class RestStore:
         if rows:
             raise StoreError(
                 f"{self.table} has rows with a null stream or seq in [{low}, {high}); an event "
-                "needs both (DESIGN 2): fix or delete those rows, or add NOT NULL constraints"
+                "needs both (contract §2): fix or delete those rows, or add NOT NULL constraints"
             )
 
     # -- writing -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reading the WebSocket log, the source of truth (DESIGN 3).
+"""Reading the WebSocket log, the source of truth (contract §3).
 
 The log is a directory of hour files, ``<log_dir>/YYYY-MM-DD/HH.jsonl`` or ``HH.jsonl.gz``,
 named for the UTC hour in which each line was *logged*. An event belongs to the partition

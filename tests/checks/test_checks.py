@@ -114,7 +114,7 @@ def _columns(rows_: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, l
 
 
 def report(**overrides: Any) -> dict[str, Any]:
-    """A clean hour's report with every DESIGN 7 key; ``overrides`` set top-level keys."""
+    """A clean hour's report with every key of contract §6; ``overrides`` set top-level keys."""
     by_category = {
         c: {"expected_in_supabase": 0, "matched": 0, "missing_in_supabase": 0} for c in CATEGORIES
     }

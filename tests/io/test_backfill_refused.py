@@ -66,7 +66,7 @@ BAD: dict[str, tuple[str, str, dict[str, Any], re.Pattern[str]]] = {
 
 
 def _constrain(conn: psycopg.Connection[Any], table: TableName) -> None:
-    """The user's table is stricter than Parity's migration (it may be: DESIGN 4)."""
+    """The user's table is stricter than Parity's migration (it may be: contract §4)."""
     ident = sql.Identifier(table.schema, table.name)
     conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN event_type TYPE varchar(40)").format(ident))
     conn.execute(

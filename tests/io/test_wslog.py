@@ -1,4 +1,4 @@
-"""The WebSocket log reader (DESIGN 3): windows, late lines, quarantine, gzip, memory."""
+"""The WebSocket log reader (contract §3): windows, late lines, quarantine, gzip, memory."""
 
 from __future__ import annotations
 

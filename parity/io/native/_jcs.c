@@ -1,4 +1,4 @@
-/* parity.io.native._jcs: event checksums (DESIGN 2) verified in C.
+/* parity.io.native._jcs: event checksums (contract §2) verified in C.
  *
  * The Python functions in parity.events define every verdict. This module answers only
  * what it has proven: a line or row is VALID or INVALID when it is an event of the plain
