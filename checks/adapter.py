@@ -75,11 +75,6 @@ def _context_batch_definition() -> BatchDefinition:
         return _batch_definition
 
 
-def warm_up() -> None:
-    """Import GE and build the context now (e.g. before timing anything)."""
-    _context_batch_definition()
-
-
 def validate(suite_name: str, frame: pa.Table, expectations: Sequence[ExpectationSpec]) -> Outcome:
     """Validate ``frame`` against the expectations with GE (BASIC result format)."""
     batch_definition = _context_batch_definition()

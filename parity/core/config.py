@@ -15,6 +15,7 @@ from pathlib import Path
 from parity.core.errors import ConfigurationError
 from parity.core.knobs import Knobs
 from parity.core.layout import Layout
+from parity.core.partitions import floor_hour
 
 DEFAULT_EVENTS_TABLE = "public.monitoring_events"
 #: Default first hourly partition: a recent date, so a new deployment's partition list is short.
@@ -83,7 +84,7 @@ def parse_partition_start(text: str) -> dt.datetime:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return floor_hour(value)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ from parity.core.errors import InvalidEventError
 
 CATEGORIES = ("CRITICAL", "INFORMATIONAL", "LEGACY")
 REQUIRED_FIELDS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
-CHECKSUM_FIELDS = ("stream", "seq", "event_type", "emitted_at", "payload")
 MAX_STREAM_LENGTH = 128
 #: Largest integer RFC 8785 (IEEE 754 double) represents exactly.
 MAX_SAFE_INTEGER = 2**53 - 1

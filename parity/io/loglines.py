@@ -51,6 +51,7 @@ from parity.core.events import (
     parse_timestamp,
     proven_text,
 )
+from parity.core.partitions import floor_hour
 from parity.core.schema import QUARANTINE_SCHEMA, UTC_US, WS_SNAPSHOT_SCHEMA
 from parity.io.logblocks import (
     LINE_TOO_LONG,
@@ -165,7 +166,7 @@ class LineReader:
         return ~((partition - _HOUR_US <= hour) & (hour < partition + _HOUR_US + grace))
 
     def _unreachable(self, emitted: dt.datetime, file_hour: dt.datetime) -> bool:
-        partition = emitted.replace(minute=0, second=0, microsecond=0)
+        partition = floor_hour(emitted)
         return not partition - HOUR <= file_hour < partition + HOUR + self.grace
 
     def stray_detail(self, emitted_us: int, file_hour: dt.datetime) -> str:

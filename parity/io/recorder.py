@@ -61,6 +61,7 @@ from websockets.exceptions import (
 
 from parity.core.errors import ConfigurationError
 from parity.core.events import format_timestamp, loads_exact
+from parity.core.partitions import floor_hour
 from parity.core.redact import redact, redact_url, secrets_of
 from parity.io.files import fsync_dir
 
@@ -183,7 +184,7 @@ class HourFiles:
         return current_pending or bool(self._draining)
 
     def write(self, line: bytes, at: dt.datetime) -> None:
-        period = at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        period = floor_hour(at)
         if self.daily:
             period = period.replace(hour=0)
         if self.current is None or period != self._period:

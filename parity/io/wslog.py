@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from parity.core.classify import Classifier
 from parity.core.errors import LogReadError
 from parity.core.events import Event
+from parity.core.partitions import floor_hour
 from parity.io.logblocks import (
     CORRUPT_GZIP,
     INVALID_FIELD,
@@ -85,17 +86,12 @@ __all__ = [
     "UNREADABLE_PATH",
     "HourFile",
     "LogRead",
-    "floor_hour",
     "hour_file_paths",
     "list_hour_files",
     "read_window",
     "write_events",
     "write_parquet_atomic",
 ]
-
-
-def floor_hour(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def hour_file_paths(log_dir: Path, hour: dt.datetime) -> tuple[Path, Path]:
