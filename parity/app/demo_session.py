@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parity.app.demo import DEMO_ACTOR, HEALTH_ACTOR, DemoPlan, TrafficStats
+from parity.app.demo import TrafficStats
+from parity.app.demo_plan import DEMO_ACTOR, HEALTH_ACTOR, DemoPlan
 from parity.core import partitions
 
 # -- home, database, verdict -----------------------------------
@@ -378,7 +379,8 @@ def run_demo(
     until interrupted (Ctrl-C)."""
     import json
 
-    from parity.app.demo import Traffic, plan_demo
+    from parity.app.demo import Traffic
+    from parity.app.demo_plan import plan_demo
     from parity.core.config import Settings
     from parity.io.control_pg import PostgresControlPlane
     from parity.io.embedded import ensure_embedded

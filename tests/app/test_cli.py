@@ -168,7 +168,7 @@ def test_the_demo_banner_s_advice_works_as_written(home: Path, capsys) -> None:
     import datetime as dt
     import shlex
 
-    from parity.app.demo import plan_demo
+    from parity.app.demo_plan import plan_demo
     from parity.app.demo_session import _guide
 
     plan = plan_demo(7, dt.datetime(2026, 11, 28, 15, 30, tzinfo=dt.UTC), 2, 600)

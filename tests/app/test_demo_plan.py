@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from parity.app.demo import OUTAGE_MARGIN, plan_demo
+from parity.app.demo_plan import OUTAGE_MARGIN, plan_demo
 from parity.core import partitions
 
 
