@@ -199,7 +199,7 @@ def test_the_cli_reads_and_changes_flags_over_rest(
     assert listed[PERCENT] == "10" and listed["MONITORING_DUAL_WRITE_ENABLED"] == "true"
     assert cli.main(["flags", "history", PERCENT]) == 0
     assert "start canary" in capsys.readouterr().out
-    assert cli.main(["rollout", "status"]) == 0
+    assert cli.main(["rollout", "status", "--json"]) == 0
     assert '"step": -1' in capsys.readouterr().out
     assert cli.main(["rollback", "--reason", "drill"]) == 0
     assert f"{PERCENT} -> 0" in capsys.readouterr().out
