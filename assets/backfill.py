@@ -2,14 +2,16 @@
 
 Wiring only: for each hour of the run, take the stored log snapshot (through the IO
 manager) and the report's missing keys, call :func:`parity.io.backfill.backfill`, and
-report what happened. The hour is
-reconciled again afterwards by the ``reconcile_after_backfill`` sensor (see
-``orchestration/backfill_sensors.py``): ``event_reconciliation`` is upstream of this asset,
-so it cannot run in the same run.
+report what happened, per hour, with the digest of the missing keys it was asked for (the
+repair loop counts its attempts per set of keys). The hour is reconciled again afterwards
+by the ``reconcile_after_backfill`` sensor (see ``orchestration/backfill_sensors.py``):
+``event_reconciliation`` is upstream of this asset, so it cannot run in the same run.
 """
 
 import datetime as dt
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -18,6 +20,7 @@ from assets.failures import surface_parity_errors
 from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
+from parity.core.repair import MISSING_KEYS_DIGEST, Attempt, keys_digest
 from parity.io import backfill as bf
 from parity.io.control import load_timeline
 from parity.io.wslog import read_window
@@ -31,6 +34,8 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITI
 #: Metadata keys, also read by the sensor that reconciles backfilled hours again.
 DRY_RUN = "dry_run"
 BY_PARTITION = "by_partition"
+#: Backfills of one hour the repair loop reads back; far more than it ever makes.
+ATTEMPT_HISTORY = 100
 
 
 class BackfillConfig(dg.Config):
@@ -79,6 +84,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         classifier = parity.classifier()
         grace = dt.timedelta(hours=parity.log_grace_hours)
         results: list[bf.BackfillResult] = []
+        digests: dict[str, str | None] = {}
         plane = parity.open_control_plane()
         try:
             timeline = load_timeline(plane)
@@ -92,6 +98,9 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                     _log_events, settings.ws_log_dir, start, end, classifier, grace
                 )
                 keys = bf.report_keys(settings.layout, key, all_missing=config.all_missing)
+                # Which set of missing keys this backfill repairs: the repair loop counts its
+                # attempts per set (parity.core.repair).
+                digests[key] = keys_digest(keys) if keys is not None else None
                 ws = bf.load_log_snapshot(ws_log_snapshot.get(key), read_log, keys)
                 try:
                     result = bf.backfill(
@@ -105,7 +114,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                 results.append(result)
         finally:
             store.close()
-        return dg.MaterializeResult(metadata=backfill_metadata(results))
+        return dg.MaterializeResult(metadata=backfill_metadata(results, digests))
 
     return [missed_events_backfill]
 
@@ -119,12 +128,15 @@ def _summary(r: bf.BackfillResult) -> str:
     verb = "would write" if r.dry_run else "wrote"
     return (
         f"{r.partition}: {verb} {r.planned if r.dry_run else r.written} events; already "
-        f"present {r.already_present}, conflicts {r.conflicts}, invalid {r.invalid}, outside "
+        f"present {r.already_present}, conflicts {r.conflicts}, invalid {r.invalid}, refused "
+        f"by the store {r.refused}, outside "
         f"the cohort {r.skipped_outside_cohort}, {r.batches} batches in {r.duration_s:g} s"
     )
 
 
-def backfill_metadata(results: list[bf.BackfillResult]) -> dict:
+def backfill_metadata(
+    results: list[bf.BackfillResult], digests: dict[str, str | None] | None = None
+) -> dict:
     def total(name: str) -> int:
         return sum(int(getattr(r, name)) for r in results)
 
@@ -137,6 +149,7 @@ def backfill_metadata(results: list[bf.BackfillResult]) -> dict:
         "skipped_existing": total("skipped_existing"),
         "conflicts": total("conflicts"),
         "invalid": total("invalid"),
+        "refused": total("refused"),
         "skipped_outside_cohort": total("skipped_outside_cohort"),
         "batches": total("batches"),
         "retries": total("retries"),
@@ -144,9 +157,36 @@ def backfill_metadata(results: list[bf.BackfillResult]) -> dict:
         BY_PARTITION: dg.MetadataValue.json(
             {
                 r.partition: {
-                    k: v for k, v in r.to_dict().items() if k not in ("partition", "started_at")
+                    **{
+                        k: v for k, v in r.to_dict().items() if k not in ("partition", "started_at")
+                    },
+                    MISSING_KEYS_DIGEST: (digests or {}).get(r.partition),
                 }
                 for r in results
             }
         ),
     }
+
+
+def backfill_attempts(instance: dg.DagsterInstance, partition: str) -> list[Attempt]:
+    """The backfills made of ``partition``, oldest first, from this asset's materializations
+    (each carries its hours' outcomes in ``by_partition``)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(MISSED_EVENTS_BACKFILL), asset_partitions=[partition]
+        ),
+        limit=ATTEMPT_HISTORY,
+        ascending=False,
+    ).records
+    attempts = []
+    for record in records:
+        materialization = record.asset_materialization
+        entry = _by_partition(materialization.metadata if materialization else {}).get(partition)
+        if entry is not None and not entry.get(DRY_RUN):
+            attempts.append(Attempt.from_metadata(record.storage_id, entry))
+    return sorted(attempts, key=lambda a: a.order)
+
+
+def _by_partition(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    value = getattr(metadata.get(BY_PARTITION), "value", None)
+    return value if isinstance(value, dict) else {}

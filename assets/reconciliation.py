@@ -1,10 +1,11 @@
-"""The three reconciliation assets (DESIGN 3-5): two hourly snapshots and their comparison.
+"""The three reconciliation assets (contract §3-5): two hourly snapshots and their comparison.
 
 Each is wiring: fetch through the ``parity`` resource, call :mod:`parity`, return metadata.
 """
 
 import base64
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,12 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assets.backfill import backfill_attempts
 from assets.failures import surface_parity_errors
 from assets.resources import ParityResource
 from checks.evaluate import evaluate_checks
 from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
-from parity.core import partitions, report
+from parity.core import partitions, repair, report, verdict
 from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 from parity.io.backfill import backfilled_keys
@@ -37,6 +39,9 @@ FEATURE_FLAGS = "feature_flags"
 ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 #: How many offending keys the UI shows; the report keeps the full list of missing keys.
 SAMPLE_LIMIT = 50
+#: Metadata keys of the hour's verdict (parity.core.verdict), read by the scorecard.
+VERDICT = "verdict"
+VERDICT_REASONS = "verdict_reasons"
 #: The concurrency pool of the Supabase snapshot: at most its limit of reads at once across
 #: all runs (deploy/dagster.yaml sets the default limit).
 SUPABASE_READS_POOL = "supabase_reads"
@@ -89,9 +94,12 @@ def _summary(snap: SnapshotFile) -> dict:
 def build_reconciliation_assets(
     partitions_def: dg.PartitionsDefinition,
     check_specs: dict[str, list[dg.AssetCheckSpec]] | None = None,
+    repair_policy: repair.RepairPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The assets on one hourly partitions definition (its start date is configurable, so
-    the definitions are built when the code location loads, not at import)."""
+    the definitions are built when the code location loads, not at import).
+    ``repair_policy``: the repair loop's limits, for the repair state each hour records."""
+    repair_policy = repair_policy or repair.RepairPolicy()
     specs = check_specs or {}
 
     @dg.asset(
@@ -230,11 +238,57 @@ def build_reconciliation_assets(
             backfilled=backfilled_keys(settings.layout, context.partition_key),
         )
         doc = result.to_report()
+        decision = _repair_state(context, doc, end)
+        doc["repair"] = {
+            "state": decision.state.value,
+            "reason": decision.reason,
+            repair.MISSING_KEYS_DIGEST: repair.keys_digest(doc["missing_keys"]),
+        }
         path = write_report(settings.layout, doc)
-        yield dg.MaterializeResult(metadata=_reconciliation_metadata(doc, str(path)))
-        yield from _checks(context, parity, EVENT_RECONCILIATION, doc)
+        checks = list(_checks(context, parity, EVENT_RECONCILIATION, doc))
+        judged = verdict.hour_verdict(
+            doc,
+            [verdict.CheckOutcome(c.check_name, c.passed, c.severity.value) for c in checks],
+            decision.state,
+        )
+        invalid = {
+            "ws": _invalid_keys(ws_log_snapshot),
+            "supabase": _invalid_keys(supabase_events_snapshot),
+        }
+        yield dg.MaterializeResult(
+            metadata=_reconciliation_metadata(doc, str(path), judged, invalid)
+        )
+        yield from checks
+
+    def _repair_state(
+        context: dg.AssetExecutionContext, doc: dict, end: dt.datetime
+    ) -> repair.Decision:
+        """Where the hour's repair stands, as the repair sensor will see it (it adds the
+        runs in flight and the attempts made)."""
+        return repair.decide(
+            missing=int(doc["missing_in_supabase"]),
+            digest=repair.keys_digest(doc["missing_keys"]),
+            window_end=end,
+            reconciled_order=sys.maxsize,  # newer than every backfill recorded so far
+            attempts=backfill_attempts(context.instance, context.partition_key),
+            policy=repair_policy,
+            now=dt.datetime.now(dt.UTC),
+        )
 
     return [ws_log_snapshot, supabase_events_snapshot, event_reconciliation]
+
+
+def _invalid_keys(snapshot: SnapshotFile) -> list[list]:
+    """The first keys whose stored checksum does not recompute, for the offending-keys
+    sample (the report counts them; the snapshot knows which)."""
+    keys: list[list] = []
+    for part in snapshot.parts(["stream", "seq", "checksum_valid"]):
+        bad = part.filter(pc.invert(pc.fill_null(part.column("checksum_valid"), False)))
+        streams, seqs = bad.column("stream").to_pylist(), bad.column("seq").to_pylist()
+        keys.extend([s, q] for s, q in zip(streams, seqs, strict=True))
+        if len(keys) >= SAMPLE_LIMIT:
+            break
+    return sorted(keys)[:SAMPLE_LIMIT]
 
 
 def _quarantined_lines(path: Path) -> int:
@@ -247,16 +301,20 @@ def _checks(context: dg.AssetExecutionContext, parity: ParityResource, asset: st
     """Asset check results computed from the asset's own data (see checks/)."""
     selected = {key.name for key in context.selected_asset_check_keys}
     if selected:
+        settings = parity.settings()
         yield from evaluate_checks(
             asset,
             data,
             selected,
             context.partition_key,
-            layout=parity.settings().layout,
+            layout=settings.layout,
+            criteria=settings.knobs.slo,
         )
 
 
-def _reconciliation_metadata(doc: dict, path: str) -> dict:
+def _reconciliation_metadata(
+    doc: dict, path: str, judged: verdict.Verdict, invalid: dict[str, list[list]]
+) -> dict:
     lat = doc["latency_ms"]
     png = report.latency_histogram_png(
         doc.get("latency_histogram") or {},
@@ -267,8 +325,15 @@ def _reconciliation_metadata(doc: dict, path: str) -> dict:
         "missing": doc["missing_keys"][:SAMPLE_LIMIT],
         "unexpected": doc.get("unexpected_keys", [])[:SAMPLE_LIMIT],
         "checksum_mismatch": doc.get("checksum_mismatch_keys", [])[:SAMPLE_LIMIT],
+        "invalid_checksum_supabase": invalid["supabase"],
+        "invalid_checksum_ws": invalid["ws"],
     }
     return {
+        VERDICT: judged.colour.value,
+        VERDICT_REASONS: dg.MetadataValue.json(list(judged.reasons)),
+        repair.REPAIR_STATE: doc["repair"]["state"],
+        repair.REPAIR_REASON: doc["repair"]["reason"],
+        repair.MISSING_KEYS_DIGEST: doc["repair"][repair.MISSING_KEYS_DIGEST],
         "clean": report.is_clean(doc),
         "report": dg.MetadataValue.path(path),
         "ws_events": doc["ws_events"],

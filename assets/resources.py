@@ -1,13 +1,20 @@
-"""Resources: where Parity's state, log and store are. Values come from the environment
-through ``dg.EnvVar`` (see :func:`parity_resource_from_env`), so secrets never show in the UI."""
+"""Resources: where Parity's state, log and store are, and the plan's knobs in force.
+
+Built from the :class:`Settings` the code location validated when it loaded (see
+:func:`parity_resource`): secrets as ``dg.EnvVar``, so the UI shows the variable's name and
+never its value; the knobs as plain values, so a person sees the thresholds in force.
+``ParityResource.settings()`` hands the same fields back to ``Settings.from_env``: one route,
+one validation, in the code location and in every step.
+"""
 
 import os
-from pathlib import Path
+from collections.abc import Mapping
 
 import dagster as dg
+import pydantic
 
 from parity.core.classify import Classifier, load_rules
-from parity.core.config import Settings, TableName
+from parity.core.config import Settings
 from parity.io.control import ControlPlane, open_control_plane
 from parity.io.store import EventStore, open_store
 
@@ -25,6 +32,7 @@ ENV_FIELDS = {
     "PARITY_EVENTS_TABLE": "events_table",
     "PARITY_CLASSIFICATION_RULES": "rules_path",
     "PARITY_ALERT_WEBHOOK_URL": "alert_webhook_url",
+    "PARITY_ALERT_URLS": "alert_urls",
 }
 
 
@@ -39,24 +47,20 @@ class ParityResource(dg.ConfigurableResource):
     events_table: str = "public.monitoring_events"
     rules_path: str | None = None
     alert_webhook_url: str | None = None
+    alert_urls: str | None = None
+    knobs: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="The plan's knobs in force, by environment variable (see the README): "
+        "trigger, SLO, rollout, repair and alert thresholds, and rollback dry-run.",
+    )
     log_grace_hours: int = 1
     connect_timeout_s: float = 10.0
     statement_timeout_s: float = 300.0
 
     def settings(self) -> Settings:
-        home = Path(self.home).expanduser().absolute()
-        return Settings(
-            home=home,
-            ws_log_dir=Path(self.ws_log_dir).expanduser().absolute()
-            if self.ws_log_dir
-            else home / "ws-log",
-            database_url=self.database_url or None,
-            supabase_url=self.supabase_url or None,
-            supabase_key=self.supabase_key or None,
-            events_table=TableName.parse(self.events_table),
-            alert_webhook_url=self.alert_webhook_url or None,
-            rules_path=Path(self.rules_path) if self.rules_path else None,
-        )
+        """The settings these fields describe, validated as the code location's were."""
+        env = {var: value for var, name in ENV_FIELDS.items() if (value := getattr(self, name))}
+        return Settings.from_env({**env, **self.knobs})
 
     def open_store(self) -> EventStore:
         return open_store(
@@ -77,13 +81,19 @@ class ParityResource(dg.ConfigurableResource):
         return load_rules(self.rules_path)
 
 
-def parity_resource_from_env(environ: dict[str, str] | None = None) -> ParityResource:
-    """The resource for the variables that are set, each as ``dg.EnvVar`` so the UI shows
-    the variable's name, not its value. Called when definitions load, not at import."""
-    environ = dict(os.environ) if environ is None else environ
+def parity_resource(settings: Settings, environ: Mapping[str, str]) -> ParityResource:
+    """The resource for ``settings`` (built from ``environ``): each variable that is set as
+    ``dg.EnvVar``, the knobs as their effective values. Called when definitions load."""
     fields: dict[str, object] = {
-        field: dg.EnvVar(var) for var, field in ENV_FIELDS.items() if environ.get(var, "").strip()
+        name: dg.EnvVar(var) for var, name in ENV_FIELDS.items() if environ.get(var, "").strip()
     }
     if "supabase_key" not in fields and environ.get("SUPABASE_SECRET_KEY", "").strip():
         fields["supabase_key"] = dg.EnvVar("SUPABASE_SECRET_KEY")
-    return ParityResource(**fields)  # type: ignore[arg-type]
+    return ParityResource(**fields, knobs=settings.knobs.to_env())  # type: ignore[arg-type]
+
+
+def parity_resource_from_env(environ: Mapping[str, str] | None = None) -> ParityResource:
+    """The resource for ``environ`` (the process environment when None), validated as the
+    code location validates it."""
+    environ = dict(os.environ) if environ is None else environ
+    return parity_resource(Settings.from_env(environ), environ)

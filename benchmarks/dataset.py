@@ -14,7 +14,7 @@
 Events are spread over 60 streams (6 named, 54 sessions) and ten event types of the three
 categories. Payloads are about 150 bytes, nested, with unicode text, integers, booleans, a
 list and, in a fifth of them, a float (some integral, ``3.0``, where RFC 8785 and orjson
-write different text). Every checksum is the real DESIGN 2 checksum: payloads without
+write different text). Every checksum is the real contract §2 checksum: payloads without
 floats hash orjson's sorted compact text (canonical for ASCII keys, integers below 2^53
 and no floats; the first rows of every chunk are cross-checked against ``rfc8785``), the
 others go through ``rfc8785`` itself. Chunks are built by a process pool.
@@ -441,7 +441,7 @@ def _load_database(url: str, schema: str) -> None:
     migrate(url, table)
     ident = sql.Identifier(schema, "monitoring_events")
     with psycopg.connect(url, autocommit=True) as conn:
-        # Duplicates must be able to exist (DESIGN 4: the table may lack the unique key).
+        # Duplicates must be able to exist (contract §4: the table may lack the unique key).
         for (name,) in conn.execute(
             "select conname from pg_constraint where conrelid = %s::regclass and contype = 'u'",
             (f'"{schema}"."monitoring_events"',),

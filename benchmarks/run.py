@@ -30,7 +30,15 @@ from benchmarks.dataset import Dataset, bench_dir, ensure_dataset, stop_server  
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-STAGES = ("io_floor", "parity_dagster", "parity_plain", "peer", "components", "overhead")
+STAGES = (
+    "io_floor",
+    "parity_dagster",
+    "parity_plain",
+    "parity_python",
+    "peer",
+    "components",
+    "overhead",
+)
 TARGETS = {
     "e2e_over_io_floor_max": 3.0,
     "peer_over_parity_min": 10.0,
@@ -162,6 +170,12 @@ def run_size(ds: Dataset, stages: set[str], peer_max: int) -> dict[str, Any]:
     if "parity_plain" in stages or "components" in stages:
         print("  Parity as plain function calls ...", flush=True)
         res["parity_plain"] = _plain_run(ds, f"plain-{n}", keep=True)
+    if "parity_python" in stages:
+        print("  Parity as plain function calls, without the native kernel ...", flush=True)
+        home = _fresh_home(f"python-{n}")
+        env = _env(ds, home, PARITY_NO_NATIVE="1")
+        res["parity_python"] = measure(_child("parity_plain", ds, home), env, label="parity_python")
+        shutil.rmtree(home, ignore_errors=True)
     if "peer" in stages:
         if n <= peer_max:
             print("  peer pipeline (pandas.read_json + read_sql + datacompy) ...", flush=True)
@@ -246,8 +260,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "io_floor_s": round(floor, 3) if floor else None,
             "parity_dagster_s": dag,
             "parity_plain_s": plain,
+            "parity_without_kernel_s": _wall(res, "parity_python"),
             "parity_dagster_peak_rss_mb": _rss(res, "parity_dagster"),
             "parity_plain_peak_rss_mb": _rss(res, "parity_plain"),
+            "parity_without_kernel_peak_rss_mb": _rss(res, "parity_python"),
             "peer_s": peer_wall,
             "peer_without_checksums_s": peer.get("without_checksums_s"),
             "peer_peak_rss_mb": (res.get("peer") or {}).get("peak_rss_mb"),

@@ -3,11 +3,21 @@
 Names are part of the contract (sensors, the CLI and the README refer to them).
 
 Severity follows one rule: an ERROR-severity failure rolls the Supabase rollout back
-(DESIGN 5), so ERROR is reserved for loss or corruption of what Supabase holds. Faults of
-the WebSocket log (the source of truth) are real findings, but rolling Supabase back would
-not repair them and would move traffic onto the very path that lost or mangled the data,
-so they are WARN. Soft SLOs (latency, quarantine share) are WARN too: latency has its own
-sustained-breach trigger in the health sensor, and quarantined lines are a log-side fault.
+(contract §5), so ERROR is reserved for the migration plan's rollback reasons that a check can
+see: the delivery SLO (``delivery_rate_meets_slo``), a lost CRITICAL event
+(``no_critical_events_lost``) and corruption of what Supabase holds (invalid checksums,
+conflicting copies, checksum mismatches). The health triggers are the sensor's.
+
+A lost event is repaired, not rolled back for: the repair loop backfills the hour and
+reconciles it again (``orchestration/backfill_sensors.py``). A loss is counted once, by the
+check that owns it, ``no_events_lost`` (WARN): its result names the missing keys and says
+whether the repair is pending, done or impossible. ``supabase_sequence_is_continuous``
+sees the same loss from Supabase's side alone (a gap inside a stream of the cohort), so it
+is WARN too: one lost INFORMATIONAL event never rolls the migration back, while a loss
+beyond the SLO fails ``delivery_rate_meets_slo`` and a lost CRITICAL event
+``no_critical_events_lost``. Faults of the WebSocket log (the source of truth) are WARN:
+rolling Supabase back would not repair them. Soft SLOs (latency, quarantine share) are
+WARN: latency has its own sustained-breach trigger in the health sensor.
 
 Blocking stops downstream assets when an ERROR-severity failure occurs. No snapshot check
 blocks: the reconciliation is what measures and reports every one of these faults, and a
@@ -18,25 +28,26 @@ different event than the log under the same key, something corrupts data, and au
 repair stops until a person has looked. The report is written before the checks run, so
 it survives a blocked run.
 
-| check | asset | severity | blocking |
+| check | asset | severity | on failure |
 |---|---|---|---|
-| `ws_sequence_is_continuous` | `ws_log_snapshot` | WARN | no |
-| `ws_checksums_are_valid` | `ws_log_snapshot` | WARN | no |
-| `ws_keys_are_unique` | `ws_log_snapshot` | WARN | no |
-| `supabase_sequence_is_continuous` | `supabase_events_snapshot` | ERROR | no |
-| `supabase_checksums_are_valid` | `supabase_events_snapshot` | ERROR | no |
-| `supabase_keys_are_unique` | `supabase_events_snapshot` | ERROR / WARN (1) | no |
-| `delivery_rate_meets_slo` | `event_reconciliation` | ERROR | no |
-| `no_critical_events_lost` | `event_reconciliation` | ERROR | no |
-| `no_checksum_mismatches` | `event_reconciliation` | ERROR | yes |
-| `latency_p95_within_slo` | `event_reconciliation` | WARN (2) | no |
-| `quarantine_within_tolerance` | `event_reconciliation` | WARN | no |
+| `ws_sequence_is_continuous` | `ws_log_snapshot` | WARN | finding |
+| `ws_checksums_are_valid` | `ws_log_snapshot` | WARN | finding |
+| `ws_keys_are_unique` | `ws_log_snapshot` | WARN | finding |
+| `supabase_sequence_is_continuous` | `supabase_events_snapshot` | WARN | repair |
+| `supabase_checksums_are_valid` | `supabase_events_snapshot` | ERROR | rollback |
+| `supabase_keys_are_unique` | `supabase_events_snapshot` | ERROR / WARN (1) | rollback |
+| `no_events_lost` | `event_reconciliation` | WARN | repair |
+| `delivery_rate_meets_slo` | `event_reconciliation` | ERROR | rollback, repair |
+| `no_critical_events_lost` | `event_reconciliation` | ERROR | rollback, repair |
+| `no_checksum_mismatches` | `event_reconciliation` | ERROR, blocking | rollback |
+| `latency_p95_within_slo` | `event_reconciliation` | WARN (2) | finding |
+| `quarantine_within_tolerance` | `event_reconciliation` | WARN | finding |
 
 (1) ERROR when a key's copies carry different checksums (two versions of one event);
 WARN when they are identical retry copies only (a table without the unique constraint:
 nothing is lost or corrupted, but readers double-count). On the log, identical retry
 copies pass. (2) An hour without matched events passes with a note: there is nothing to
-measure, and lost events fail ``delivery_rate_meets_slo``.
+measure, and lost events fail ``no_events_lost``.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ SUPABASE_SEQUENCE_IS_CONTINUOUS = "supabase_sequence_is_continuous"
 SUPABASE_CHECKSUMS_ARE_VALID = "supabase_checksums_are_valid"
 SUPABASE_KEYS_ARE_UNIQUE = "supabase_keys_are_unique"
 DELIVERY_RATE_MEETS_SLO = "delivery_rate_meets_slo"
+NO_EVENTS_LOST = "no_events_lost"
 NO_CRITICAL_EVENTS_LOST = "no_critical_events_lost"
 NO_CHECKSUM_MISMATCHES = "no_checksum_mismatches"
 LATENCY_P95_WITHIN_SLO = "latency_p95_within_slo"
@@ -97,7 +109,7 @@ CHECKS: tuple[CheckDef, ...] = (
         WS_LOG_SNAPSHOT,
         WARN,
         False,
-        "Every logged event's checksum recomputes (DESIGN 2).",
+        "Every logged event's checksum recomputes (contract §2).",
     ),
     CheckDef(
         WS_KEYS_ARE_UNIQUE,
@@ -109,20 +121,21 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef(
         SUPABASE_SEQUENCE_IS_CONTINUOUS,
         SUPABASE_EVENTS_SNAPSHOT,
-        ERROR,
+        WARN,
         False,
         "Per stream, Supabase has every seq between the stream's first and last "
         "non-CRITICAL row of the hour. Streams enter the rollout cohort whole, and a "
         "non-CRITICAL row proves its stream was in it; CRITICAL rows outside that span may "
         "have been routed by MONITORING_CRITICAL_EVENTS_SUPABASE alone, which skips the "
-        "stream's other events, so they are not judged here (the reconciliation is).",
+        "stream's other events, so they are not judged here (the reconciliation is). A gap "
+        "is a lost event: repaired, not rolled back for (no_events_lost owns the loss).",
     ),
     CheckDef(
         SUPABASE_CHECKSUMS_ARE_VALID,
         SUPABASE_EVENTS_SNAPSHOT,
         ERROR,
         False,
-        "Every Supabase row's checksum recomputes from its columns (DESIGN 2).",
+        "Every Supabase row's checksum recomputes from its columns (contract §2).",
     ),
     CheckDef(
         SUPABASE_KEYS_ARE_UNIQUE,
@@ -131,6 +144,16 @@ CHECKS: tuple[CheckDef, ...] = (
         False,
         "Each (stream, seq) has one row. Copies with different checksums fail with ERROR; "
         "identical retry copies (a table without the unique constraint) fail with WARN.",
+    ),
+    CheckDef(
+        NO_EVENTS_LOST,
+        EVENT_RECONCILIATION,
+        WARN,
+        False,
+        "No event the rollout cohort sent to Supabase is missing there, in any category. "
+        "A failure is repaired (backfill, then a new reconciliation), not rolled back for; "
+        "the result names the missing keys and whether the repair is pending, done or "
+        "impossible.",
     ),
     CheckDef(
         DELIVERY_RATE_MEETS_SLO,
@@ -161,7 +184,7 @@ CHECKS: tuple[CheckDef, ...] = (
         False,
         "p95 of received_at - emitted_at over matched events is below the SLO "
         "(PARITY_SLO_P95_MS, default 500 ms). An hour without matched events passes with a "
-        "note: there is nothing to measure, and lost events fail the delivery check.",
+        "note: there is nothing to measure, and lost events fail no_events_lost.",
     ),
     CheckDef(
         QUARANTINE_WITHIN_TOLERANCE,

@@ -15,7 +15,7 @@ checksums per row; GE then validates once, on the facts of all parts combined, s
 result does not depend on how the snapshot was split.
 
 Supabase continuity has no cohort information here (the snapshot is all this asset has),
-so it relies on DESIGN 5: streams move into the rollout cohort whole, hence a stream in
+so it relies on contract §5: streams move into the rollout cohort whole, hence a stream in
 the cohort is gapless in Supabase. A non-CRITICAL row proves its stream was in the cohort
 (only the rollout percentage routes non-CRITICAL events); a CRITICAL row does not, since
 ``MONITORING_CRITICAL_EVENTS_SUPABASE`` routes CRITICAL events of any stream and skips the
@@ -398,6 +398,32 @@ def delivery_rate(report: Mapping[str, Any], criteria: SuccessCriteria, level: s
     )
 
 
+def events_lost(report: Mapping[str, Any], level: str) -> Prepared:
+    """Zero events missing from Supabase within the cohort, any category; the result says
+    where the repair stands (the reconciliation adds ``repair`` to the report)."""
+    repair = report.get("repair") or {}
+    missing = int(report["missing_in_supabase"])
+    return _bounded_value(
+        "missing_in_supabase",
+        missing,
+        _ZERO,
+        level,
+        threshold=0,
+        sample=list(report.get("missing_keys", [])),
+        details={
+            "expected_in_supabase": int(report["expected_in_supabase"]),
+            "missing_critical": int(
+                report["by_category"].get(CRITICAL, {}).get("missing_in_supabase", 0)
+            ),
+            "repair_state": str(repair.get("state", "none")),
+            "repair_reason": str(repair.get("reason", "")),
+        },
+        note=f"repair {repair['state']}: {repair.get('reason', '')}"
+        if missing and repair.get("state")
+        else None,
+    )
+
+
 def critical_events_lost(report: Mapping[str, Any], level: str) -> Prepared:
     lost = int(report["by_category"].get(CRITICAL, {}).get("missing_in_supabase", 0))
     missing_all = int(report["missing_in_supabase"])
@@ -450,7 +476,7 @@ def latency_p95(report: Mapping[str, Any], criteria: SuccessCriteria, level: str
         note=None
         if value is not None
         else "no matched events this hour: nothing to measure "
-        "(lost events fail delivery_rate_meets_slo instead)",
+        "(lost events fail no_events_lost instead)",
     )
 
 
@@ -526,6 +552,7 @@ SNAPSHOT_CHECKS: dict[str, SnapshotCheck] = {
 
 #: Check name -> builder of its Prepared from the reconciliation's report dict.
 BUILDERS: dict[str, Builder] = {
+    specs.NO_EVENTS_LOST: lambda r, c: events_lost(r, _level(specs.NO_EVENTS_LOST)),
     specs.DELIVERY_RATE_MEETS_SLO: lambda r, c: delivery_rate(
         r, c, _level(specs.DELIVERY_RATE_MEETS_SLO)
     ),

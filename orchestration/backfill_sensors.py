@@ -1,5 +1,14 @@
-"""The backfill job and the two sensors around it (issue 6).
+"""The repair loop: lost events are backfilled, then the hour is reconciled again.
 
+- ``repair_lost_events`` reads, each tick, the latest reconciliation of every recent hour
+  (``event_reconciliation``'s materialization metadata: how many events are missing and a
+  digest of which) and the backfills already made of it, and asks
+  :func:`parity.core.repair.decide` whether to repair now. It follows the loss, not what
+  caused it: a health-trigger rollback's outage hour (once complete and reconciled), a
+  check-failure rollback, a manual rollback and a quiet loss with no rollback at all are
+  the same case. Each request's run key names the hour, the set of missing keys and the
+  attempt, so ticks while a repair runs never repeat it, and the attempts are bounded per
+  set of keys. An hour no backfill can make whole is recorded as ``repair impossible``.
 - ``backfill_missed_events_job`` materializes ``missed_events_backfill`` for an hour or,
   launched as a partition backfill from the UI, for a range (up to a day per run, see
   ``assets/backfill.py``).
@@ -7,16 +16,11 @@
   ``reconcile_events_job`` run per backfilled hour, so the UI shows the hour green (or
   still red, with the reason). A new run is the only way: the reconciliation is upstream of
   the backfill, so it cannot follow it in the same run. Dry runs are not followed.
-- ``backfill_after_rollback`` watches successful ``rollback_job`` runs and requests the
-  backfill for the hours named in the rollback's config (``partitions``), so events missed
-  while Supabase was failing reach it. Only a rollback that changed flags is followed: a
-  rollback already in force (the check-failure sensor asks again on every failed
-  reconciliation) requests nothing, which keeps check failure -> rollback -> backfill ->
-  reconcile from going round forever on a discrepancy no backfill can fix.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,15 +28,26 @@ from typing import Any
 
 import dagster as dg
 
-from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL
+from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL, backfill_attempts
+from assets.resources import ParityResource
+from checks.specs import EVENT_RECONCILIATION
+from orchestration.gate import validation_paused
 from orchestration.jobs import RECONCILE_EVENTS_JOB
-from orchestration.rollout import FEATURE_FLAGS_KEY, rollback_job
-from parity.core import partitions
+from parity.core import partitions, repair
 
 BACKFILL_MISSED_EVENTS_JOB = "backfill_missed_events_job"
 RECONCILE_AFTER_BACKFILL = "reconcile_after_backfill"
-BACKFILL_AFTER_ROLLBACK = "backfill_after_rollback"
+REPAIR_LOST_EVENTS = "repair_lost_events"
 BACKFILL_KEY = dg.AssetKey(MISSED_EVENTS_BACKFILL)
+RECONCILIATION_KEY = dg.AssetKey(EVENT_RECONCILIATION)
+REPAIR_PARTITION_TAG = "parity/repair_partition"
+REPAIR_DIGEST_TAG = "parity/repair_keys"
+REPAIR_ATTEMPT_TAG = "parity/repair_attempt"
+#: Reconciliations a repair tick reads (newest first): far more than the hours that can be
+#: waiting for a repair at once.
+RECONCILIATION_HISTORY = 500
+#: Hours the cursor remembers as already reported impossible.
+CURSOR_MARKERS = 1000
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TRIGGER_TAG = "parity/trigger"
@@ -70,12 +85,6 @@ def consecutive_runs(keys: Iterable[str], max_per_run: int) -> list[list[str]]:
         else:
             runs.append([key])
     return runs
-
-
-def run_request_for(keys: Sequence[str], run_key: str, tags: dict[str, str]) -> dg.RunRequest:
-    if len(keys) == 1:
-        return dg.RunRequest(run_key=run_key, partition_key=keys[0], tags=tags)
-    return dg.RunRequest(run_key=run_key, tags={**tags, **partition_run_tags(keys)})
 
 
 # -- after a backfill: reconcile again -----------------------------------------------------
@@ -135,7 +144,10 @@ def build_reconcile_after_backfill_sensor() -> dg.SensorDefinition:
         "hour again (one reconcile_events_job run per hour), so the report and the asset "
         "checks show whether the hour is now whole.",
     )
-    def reconcile_after_backfill(context: dg.SensorEvaluationContext):
+    def reconcile_after_backfill(context: dg.SensorEvaluationContext, parity: ParityResource):
+        paused = validation_paused(parity, "automatic repair")
+        if paused:  # the cursor stays: backfills made meanwhile are followed on resume
+            return dg.SkipReason(paused)
         cursor = StorageIdCursor.parse(context.cursor)
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=BACKFILL_KEY, after_storage_id=cursor.low),
@@ -167,81 +179,169 @@ def build_reconcile_after_backfill_sensor() -> dg.SensorDefinition:
     return reconcile_after_backfill
 
 
-# -- after a rollback: backfill ------------------------------------------------------------
+# -- after a loss: repair ------------------------------------------------------------------
 
 
-def rollback_partitions(run_config: Mapping[str, Any]) -> list[str]:
-    """The ``partitions`` a rollback_job run was configured with."""
-    op = (run_config.get("ops") or {}).get("apply_rollback") or {}
-    config = op.get("config", op) or {}
-    return [str(p) for p in config.get("partitions") or []]
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-def rollback_changed_flags(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether the rollback run changed flags (its feature_flags observation says
-    ``applied``); True when it cannot be told, so a missed backfill is never the default."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
-        event = entry.dagster_event
-        observation = event.asset_observation_data.asset_observation if event else None
-        if observation is not None and observation.asset_key == FEATURE_FLAGS_KEY:
-            applied = observation.metadata.get("applied")
-            if applied is not None:
-                return bool(applied.value)
-    return True
+@dataclass(frozen=True)
+class LatestReconciliation:
+    """An hour's latest ``event_reconciliation`` materialization, as the repair reads it."""
+
+    partition: str
+    storage_id: int
+    missing: int
+    digest: str
+    recorded_state: str
 
 
-def build_backfill_after_rollback_sensor(
+def latest_reconciliations(
+    instance: dg.DagsterInstance, limit: int = RECONCILIATION_HISTORY
+) -> list[LatestReconciliation]:
+    """Per hour, the newest of the last ``limit`` reconciliations, oldest hour first."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RECONCILIATION_KEY), limit=limit, ascending=False
+    ).records
+    latest: dict[str, LatestReconciliation] = {}
+    for record in records:
+        partition = record.partition_key
+        materialization = record.asset_materialization
+        if partition is None or materialization is None or partition in latest:
+            continue
+        meta = materialization.metadata
+        latest[partition] = LatestReconciliation(
+            partition=partition,
+            storage_id=record.storage_id,
+            missing=int(_value(meta, repair.MISSING_IN_SUPABASE) or 0),
+            digest=str(_value(meta, repair.MISSING_KEYS_DIGEST) or ""),
+            recorded_state=str(_value(meta, repair.REPAIR_STATE) or ""),
+        )
+    return sorted(latest.values(), key=lambda r: partitions.parse_key(r.partition))
+
+
+def _value(metadata: Mapping[str, Any], key: str) -> Any:
+    entry = metadata.get(key)
+    return getattr(entry, "value", entry)
+
+
+def repair_runs(instance: dg.DagsterInstance, partition: str, digest: str) -> tuple[int, bool]:
+    """Finished repair runs of this hour and set of keys, and whether one is in flight."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={REPAIR_PARTITION_TAG: partition, REPAIR_DIGEST_TAG: digest})
+    )
+    finished = sum(1 for run in runs if run.is_finished)
+    return finished, finished < len(runs)
+
+
+def build_repair_sensor(
     partitions_def: dg.PartitionsDefinition,
     backfill_job: dg.UnresolvedAssetJobDefinition,
-    max_per_run: int,
+    policy: repair.RepairPolicy,
 ) -> dg.SensorDefinition:
-    @dg.run_status_sensor(
-        name=BACKFILL_AFTER_ROLLBACK,
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[rollback_job],
-        request_job=backfill_job,
+    @dg.sensor(
+        name=REPAIR_LOST_EVENTS,
+        job=backfill_job,
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="After a rollback that changed flags, backfills the hours it names "
-        "(sync any missed events): the events Supabase should have received before the "
-        "rollback are written, then reconcile_after_backfill checks the hours again.",
+        description="Repairs every reconciled hour with events missing from Supabase, "
+        "whatever caused the loss: backfills the hour (then reconcile_after_backfill "
+        f"reconciles it again), at most {policy.max_attempts} times per set of missing keys "
+        "(PARITY_REPAIR_MAX_ATTEMPTS), starting "
+        f"{policy.settle.total_seconds() / 60:g} minutes after the hour ends "
+        "(PARITY_REPAIR_SETTLE_MINUTES). Keys no backfill can write are reported as "
+        "'repair impossible', never retried.",
     )
-    def backfill_after_rollback(context: dg.RunStatusSensorContext):
-        run = context.dagster_run
-        named = rollback_partitions(run.run_config)
-        if not named:
-            return dg.SkipReason(f"rollback run {run.run_id} names no partitions")
-        if not rollback_changed_flags(context.instance, run.run_id):
-            return dg.SkipReason(
-                f"rollback run {run.run_id} changed nothing (already in force); the hours "
-                "were synced after the rollback that did"
+    def repair_lost_events(context: dg.SensorEvaluationContext, parity: ParityResource):
+        """Stateless over the hours: each tick re-reads the latest reconciliations, so an
+        hour waiting for its settle time, or whose repair run failed, is looked at again
+        at the next tick. What stops a repeat is the run key (hour, set of keys, attempt)
+        and the runs tagged with it; the cursor only remembers the hours already reported
+        impossible by the sensor, so that report is made once."""
+        paused = validation_paused(parity, "automatic repair")
+        if paused:
+            return dg.SkipReason(paused)
+        now = utcnow()
+        reported = set(json.loads(context.cursor)) if context.cursor else set()
+        requests: list[dg.RunRequest] = []
+        events: list[dg.AssetObservation] = []
+        notes: list[str] = []
+        for hour in latest_reconciliations(context.instance):
+            if not hour.missing or not partitions_def.has_partition_key(hour.partition):
+                continue
+            attempts = backfill_attempts(context.instance, hour.partition)
+            finished, running = repair_runs(context.instance, hour.partition, hour.digest)
+            decision = repair.decide(
+                missing=hour.missing,
+                digest=hour.digest,
+                window_end=partitions.window(hour.partition)[1],
+                reconciled_order=hour.storage_id,
+                attempts=attempts,
+                policy=policy,
+                now=now,
+                automatic_runs=finished,
+                running=running,
             )
-        keys = [k for k in named if partitions_def.has_partition_key(k)]
-        if not keys:
-            return dg.SkipReason(
-                f"rollback run {run.run_id} names {', '.join(named)}, none a complete hour yet"
-            )
-        return [
-            run_request_for(
-                chunk,
-                run_key=f"backfill-after-rollback-{run.run_id}-{chunk[0]}",
-                tags={TRIGGER_TAG: "rollback", "parity/rollback_run_id": run.run_id},
-            )
-            for chunk in consecutive_runs(keys, max_per_run)
-        ]
+            notes.append(f"{hour.partition}: {decision.state.value} ({decision.reason})")
+            if decision.repair:
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"repair-{hour.partition}-{hour.digest}-{decision.attempt}",
+                        partition_key=hour.partition,
+                        tags={
+                            TRIGGER_TAG: "repair",
+                            REPAIR_PARTITION_TAG: hour.partition,
+                            REPAIR_DIGEST_TAG: hour.digest,
+                            REPAIR_ATTEMPT_TAG: str(decision.attempt),
+                        },
+                    )
+                )
+            settled = not attempts or attempts[-1].order < hour.storage_id
+            marker = f"{hour.partition}:{hour.digest}"
+            if (
+                decision.state == repair.RepairState.IMPOSSIBLE
+                and hour.recorded_state != decision.state.value
+                and settled
+                and marker not in reported
+            ):
+                # The hour's own record says pending; the runs say no repair will come.
+                events.append(impossible_observation(hour, decision))
+                reported.add(marker)
+        context.update_cursor(json.dumps(sorted(reported)[-CURSOR_MARKERS:]))
+        if not requests and not events:
+            return dg.SkipReason("; ".join(notes) or "no reconciled hour is missing events")
+        return dg.SensorResult(run_requests=requests, asset_events=events)
 
-    return backfill_after_rollback
+    return repair_lost_events
+
+
+def impossible_observation(
+    hour: LatestReconciliation, decision: repair.Decision
+) -> dg.AssetObservation:
+    """The hour's repair state, recorded on ``event_reconciliation`` when the sensor (not
+    the reconciliation) finds that no repair will come."""
+    return dg.AssetObservation(
+        asset_key=RECONCILIATION_KEY,
+        partition=hour.partition,
+        metadata={
+            repair.REPAIR_STATE: decision.state.value,
+            repair.REPAIR_REASON: decision.reason,
+            repair.MISSING_KEYS_DIGEST: hour.digest,
+            repair.MISSING_IN_SUPABASE: hour.missing,
+        },
+    )
 
 
 def build_backfill_definitions(
     partitions_def: dg.PartitionsDefinition,
     backfill_assets: Sequence[dg.AssetsDefinition],
-    max_per_run: int,
+    policy: repair.RepairPolicy | None = None,
 ) -> tuple[dg.UnresolvedAssetJobDefinition, list[dg.SensorDefinition]]:
     """The backfill job and its two sensors, for ``orchestration/definitions.py``."""
     job = build_backfill_job(backfill_assets)
     sensors = [
         build_reconcile_after_backfill_sensor(),
-        build_backfill_after_rollback_sensor(partitions_def, job, max_per_run),
+        build_repair_sensor(partitions_def, job, policy or repair.RepairPolicy()),
     ]
     return job, sensors

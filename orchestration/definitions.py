@@ -1,7 +1,10 @@
 """The code location: one ``Definitions`` built from explicit lists.
 
-Built when Dagster loads the location (``@dg.definitions``), not at import: the partition
-start date and the resource bindings depend on the environment.
+Built when Dagster loads the location (``@dg.definitions``), not at import. The settings
+(``Settings.from_env``) are built and validated here once: a bad value stops the location
+from loading with an error naming the variable. Everything below receives them: the
+resource carries them into steps (secrets as ``dg.EnvVar``, knobs as visible values) and the
+sensors and the schedule are built with the knobs in force.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from assets.backfill import MAX_PARTITIONS_PER_RUN, build_backfill_assets
+from assets.backfill import build_backfill_assets
 from assets.flags import feature_flags
 from assets.reconciliation import build_reconciliation_assets
-from assets.resources import parity_resource_from_env
+from assets.resources import parity_resource
+from assets.scorecard import migration_scorecard
 from checks.specs import reconciliation_check_specs
+from orchestration.alerts import (
+    alert_on_run_failure,
+    build_delivery_alert_sensor,
+    build_discrepancy_alert_sensor,
+)
 from orchestration.backfill_sensors import build_backfill_definitions
 from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import build_jobs
@@ -27,33 +36,17 @@ from orchestration.rollout import (
     promote_rollout_job,
     rollback_job,
 )
+from orchestration.scorecard import build_scorecard_sensor
 from parity.core.config import Settings
-from parity.core.errors import ConfigurationError
-from parity.core.rollout import RolloutConfig
-from parity.core.triggers import TriggerConfig
-
-DEFAULT_SCHEDULE_LAG_MINUTES = 15
+from parity.core.repair import RepairPolicy
+from parity.io.notify import load_targets
 
 
-def hourly_partitions(
-    environ: Mapping[str, str], now: dt.datetime
-) -> dg.HourlyPartitionsDefinition:
-    settings = Settings.from_env(environ)
+def hourly_partitions(settings: Settings, now: dt.datetime) -> dg.HourlyPartitionsDefinition:
     start = settings.partitions_start_or_default(now)
     return dg.HourlyPartitionsDefinition(
         start_date=start.strftime("%Y-%m-%d-%H:%M"), timezone="UTC"
     )
-
-
-def schedule_lag(environ: Mapping[str, str]) -> dt.timedelta:
-    raw = environ.get("PARITY_SCHEDULE_LAG_MINUTES", "").strip()
-    if not raw:
-        return dt.timedelta(minutes=DEFAULT_SCHEDULE_LAG_MINUTES)
-    if not raw.isdigit():
-        raise ConfigurationError(
-            f"PARITY_SCHEDULE_LAG_MINUTES={raw!r}: expected a whole number of minutes"
-        )
-    return dt.timedelta(minutes=int(raw))
 
 
 def build_definitions(
@@ -61,24 +54,34 @@ def build_definitions(
 ) -> dg.Definitions:
     environ = dict(os.environ) if environ is None else dict(environ)
     now = now or dt.datetime.now(dt.UTC)
-    partitions_def = hourly_partitions(environ, now)
-    parity = parity_resource_from_env(environ)
+    settings = Settings.from_env(environ)
+    if settings.alert_urls:
+        load_targets(settings.alert_urls)  # an unusable alert URL stops the load, named
+    knobs = settings.knobs
+    shown = knobs.to_env()
+    partitions_def = hourly_partitions(settings, now)
+    parity = parity_resource(settings, environ)
     check_specs = reconciliation_check_specs()
-    assets = build_reconciliation_assets(partitions_def, check_specs)
-    jobs, schedules, _ = build_jobs(assets, partitions_def, lag=schedule_lag(environ))
+    check_keys = [spec.key for specs in check_specs.values() for spec in specs]
+    repair_policy = RepairPolicy(max_attempts=knobs.repair_attempts, settle=knobs.repair_settle)
+    assets = build_reconciliation_assets(partitions_def, check_specs, repair_policy)
+    jobs, schedules, _ = build_jobs(assets, partitions_def, lag=knobs.schedule_lag)
     backfill_assets = build_backfill_assets(partitions_def)
     backfill_job, backfill_sensors = build_backfill_definitions(
-        partitions_def, backfill_assets, MAX_PARTITIONS_PER_RUN
+        partitions_def, backfill_assets, repair_policy
     )
-    trigger_config = TriggerConfig()
     sensors = [
-        build_check_failure_sensor(spec.key for specs in check_specs.values() for spec in specs),
-        build_health_sensor(trigger_config),
-        build_canary_sensor(trigger_config, RolloutConfig()),
+        build_check_failure_sensor(check_keys, dry_run=knobs.rollback_dry_run),
+        build_health_sensor(knobs.triggers, shown),
+        build_canary_sensor(knobs.triggers, knobs.rollout, shown),
         *backfill_sensors,
+        build_scorecard_sensor(knobs.slo),
+        build_discrepancy_alert_sensor(check_keys, knobs.alerts, shown),
+        build_delivery_alert_sensor(knobs.alerts, knobs.triggers, shown),
+        alert_on_run_failure,
     ]
     return dg.Definitions(
-        assets=[feature_flags, *assets, *backfill_assets],
+        assets=[feature_flags, *assets, *backfill_assets, migration_scorecard],
         jobs=[*jobs, rollback_job, promote_rollout_job, backfill_job],
         schedules=schedules,
         sensors=sensors,

@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.failures import ERROR_CLASS, EXIT_CODE
 from parity.core.errors import EXIT_INFRASTRUCTURE, EXIT_INTERNAL, exit_code_for
+from parity.core.redact import redact
 
 #: A blocking check that failed stops the steps after it: a discrepancy, reported by the
 #: check itself, not a failure of the run's machinery.
@@ -122,7 +123,8 @@ def _message(info: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    # Failures are printed and kept: a driver's text may quote a URL or a conninfo string.
+    return " ".join(redact(text).split())
 
 
 def _value(entry: Any) -> Any:

@@ -6,6 +6,8 @@ import datetime as dt
 
 import dagster as dg
 
+from assets.resources import ParityResource
+from orchestration.gate import validation_paused
 from parity.core.partitions import format_key, last_complete_hour
 
 RECONCILE_EVENTS_JOB = "reconcile_events_job"
@@ -25,16 +27,26 @@ def build_hourly_schedule(
         job=job,
         cron_schedule=f"{minute} * * * *",
         execution_timezone="UTC",
+        # Running from the start: an hour that is never reconciled is never repaired either
+        # (the repair loop follows reconciliations), so the loop must not wait for a click.
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
             f"Reconciles the last complete UTC hour, {int(lag.total_seconds() // 60)} minutes "
-            "after it ends so late events arrive (PARITY_SCHEDULE_LAG_MINUTES)."
+            "after it ends so late events arrive (PARITY_SCHEDULE_LAG_MINUTES). Paused while "
+            "MONITORING_DATA_VALIDATION_ENABLED is false."
         ),
+        metadata={"PARITY_SCHEDULE_LAG_MINUTES": str(int(lag.total_seconds() // 60))},
     )
-    def hourly_reconciliation_schedule(context: dg.ScheduleEvaluationContext):
+    def hourly_reconciliation_schedule(
+        context: dg.ScheduleEvaluationContext, parity: ParityResource
+    ):
         hour = last_complete_hour(context.scheduled_execution_time, lag)
         key = format_key(hour)
         if not partitions_def.has_partition_key(key):
             return dg.SkipReason(f"partition {key} is before the first partition")
+        paused = validation_paused(parity, f"scheduled reconciliation of {key}")
+        if paused:
+            return dg.SkipReason(paused)
         return dg.RunRequest(run_key=key, partition_key=key)
 
     return hourly_reconciliation_schedule

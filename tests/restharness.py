@@ -150,12 +150,14 @@ class GatewayProxy:
     """Maps ``/rest/v1/<path>`` to PostgREST's ``/<path>``, headers and bodies passed through.
 
     Like Supabase's gateway it answers 401 when no ``apikey`` header is sent, and 404 for
-    other prefixes. ``delay_s`` holds every request back (for timeout tests).
+    other prefixes. ``delay_s`` holds every request back (for timeout tests);
+    ``max_body_bytes`` answers 413 to a larger request body, as a gateway's size limit does.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.delay_s = 0.0
+        self.max_body_bytes: int | None = None
         self.requests = 0
         self._stopping = threading.Event()
         self._local = threading.local()
@@ -250,6 +252,14 @@ class GatewayProxy:
                         "Not Found",
                         [("Content-Type", "application/json")],
                         b'{"message":"no Route matched with those values"}',
+                    )
+                    return
+                if proxy.max_body_bytes is not None and length > proxy.max_body_bytes:
+                    self._send(
+                        413,
+                        "Request Entity Too Large",
+                        [("Content-Type", "application/json")],
+                        b'{"message":"Request Entity Too Large"}',
                     )
                     return
                 if not self.headers.get("apikey"):

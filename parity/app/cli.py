@@ -44,6 +44,7 @@ from parity.core.errors import (
     ReportNotFoundError,
 )
 from parity.core.layout import Layout
+from parity.core.redact import redact
 from parity.io.reports import load_report
 
 
@@ -216,18 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         exc.show()
         raise SystemExit(exc.exit_code) from None
     except ParityError as exc:
-        click.echo(f"parity: error: {exc}", err=True)
+        click.echo(f"parity: error: {redact(exc)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except OSError as exc:
         # A file that cannot be written, a full disk: outside Parity, and not a discrepancy.
-        click.echo(f"parity: error: {exc}", err=True)
+        click.echo(f"parity: error: {redact(exc)}", err=True)
         return EXIT_INFRASTRUCTURE
     except Exception as exc:
         # A bug. Its traceback is for the report; exit 1 would read as "discrepancies".
-        traceback.print_exc()
-        click.echo(f"parity: unexpected error (a bug in Parity): {exc!r}", err=True)
+        click.echo(redact(traceback.format_exc()), err=True, nl=False)
+        click.echo(f"parity: unexpected error (a bug in Parity): {redact(repr(exc))}", err=True)
         return EXIT_INTERNAL
     return int(result) if isinstance(result, int) else EXIT_OK
 

@@ -38,7 +38,8 @@ def _line(partition: str, r: dict[str, Any] | None) -> str:
     count = r["planned"] if r["dry_run"] else r["written"]
     return (
         f"{partition}  {verb} {count}, already present {r['already_present']}, "
-        f"conflicts {r['conflicts']}, invalid {r['invalid']}, outside the cohort "
+        f"conflicts {r['conflicts']}, invalid {r['invalid']}, refused {r.get('refused', 0)}, "
+        "outside the cohort "
         f"{r['skipped_outside_cohort']}, {r['batches']} batches, {r['duration_s']:g} s"
     )
 
@@ -100,6 +101,8 @@ def backfill(
                 click.echo(
                     f"  conflict {conflict['stream']}#{conflict['seq']}: {conflict['reason']}"
                 )
+            for refused in (outcome.results[key] or {}).get("refused_sample", [])[:5]:
+                click.echo(f"  refused {refused['stream']}#{refused['seq']}: {refused['reason']}")
             after = reconciled[key].report if key in reconciled else None
             if after is not None:
                 click.echo("  after: " + reports.summary_text(after))

@@ -16,6 +16,7 @@ from parity.core.config import Settings
 from parity.core.errors import FlagError
 from parity.core.routing import FLAG_DEFAULTS, parse_flag_value, validate_flag
 from parity.io import control, rollback
+from parity.io.notify import Notifier
 
 EXIT_OK = 0
 
@@ -139,14 +140,13 @@ def cmd_rollback(settings: Settings, reason: str, actor: str | None) -> int:
     for name, value in applied.changes.items():
         click.echo(f"{name} -> {_show(value)}")
     click.echo("rollback in force until `parity rollout resume`")
-    if settings.alert_webhook_url:
-        delivery = rollback.notify_rollback(
-            settings.alert_webhook_url,
-            applied,
-            reason=reason,
-            evidence={"trigger": "manual", "source": "cli"},
-        )
-        click.echo(f"webhook: {delivery.detail}")
+    delivery = rollback.notify_rollback(
+        Notifier.from_settings(settings),
+        applied,
+        reason=reason,
+        evidence={"trigger": "manual", "source": "cli"},
+    )
+    click.echo(f"alert: {delivery.detail}")
     return EXIT_OK
 
 
@@ -161,13 +161,13 @@ def cmd_rollout(
 ) -> int:
     """The canary rollout: status, promote, pause, resume."""
     now = _now()
-    config = rollout.RolloutConfig()
+    config = settings.knobs.rollout
     actor = actor or cli_actor()
     with control_plane(settings) as plane:
         values = plane.read_flags(include_reserved=True)
         state = control.read_state_from(values)
         values = {k: v for k, v in values.items() if k in FLAG_DEFAULTS}
-        verdict = control.read_health(plane, now).verdict
+        verdict = control.read_health(plane, now, settings.knobs.triggers).verdict
         hours = rollback.reconciled_hours(settings.layout, state.step_started_at, now)
         decision = rollout.decide(rollout.RolloutInputs(state, values, hours, verdict), config, now)
         if action == "status":

@@ -1,4 +1,4 @@
-"""``parity record ws://HOST:PORT/PATH --out DIR``: write the WebSocket log (DESIGN 3)."""
+"""``parity record ws://HOST:PORT/PATH --out DIR``: write the WebSocket log (contract §3)."""
 
 from __future__ import annotations
 

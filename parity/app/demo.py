@@ -491,6 +491,7 @@ class FaultyStore:
         self.dropped: set[Key] = set()
         self.corrupted: set[Key] = set()
         self.failed_calls = 0
+        self.last_received: dict[str, dt.datetime] = {}
 
     def in_outage(self, at: dt.datetime) -> bool:
         f = self.plan.faults
@@ -521,7 +522,14 @@ class FaultyStore:
             # On-time writes arrive after their latency; replays (written after the outage)
             # arrive when written.
             base = max(emitted, now) if emitted >= f.outage_start else emitted
-            row["received_at"] = base + delay
+            # One producer writes a stream in order, so Supabase receives a stream's events
+            # in seq order: a sampled latency never puts one before its predecessor.
+            received = base + delay
+            last = self.last_received.get(row["stream"])
+            if last is not None and received <= last:
+                received = last + dt.timedelta(microseconds=1)
+            self.last_received[row["stream"]] = received
+            row["received_at"] = received
             out.append(row)
         if not out:
             return 0

@@ -171,8 +171,8 @@ def detection_summary(
             "detected_critical": min(critical_lost, len(critical & missing)),
             "other_missing": len(missing - dropped),
             "hours": sorted({partitions.format_key(by_key[k].at) for k in dropped}),
-            "how": "report missing_keys; no_critical_events_lost and delivery_rate_meets_slo "
-            "(ERROR)",
+            "how": "report missing_keys; no_events_lost (WARN, repaired) and "
+            "no_critical_events_lost (ERROR, rollback)",
             "ok": bool(dropped)
             and dropped <= missing
             and bool(critical)
@@ -344,15 +344,38 @@ class DemoOptions:
 ReconcileIn = Callable[[list[str], Mapping[str, str]], list[Any]]
 
 
+def repair_headless(keys: list[str], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The repair loop run in this process on the demo's instance (after ``reconcile``
+    put the demo's variables in the environment): the runs it launched and each hour's
+    verdict afterwards."""
+    from orchestration.headless import instance_for_cli
+    from orchestration.repair_loop import hour_verdicts, run_repair_loop
+
+    with instance_for_cli() as instance:
+        runs = run_repair_loop(instance, environ)
+        return {
+            "runs": [vars(r) for r in runs],
+            "hours": hour_verdicts(instance, keys),
+        }
+
+
+def lost_hours(plan: DemoPlan) -> list[str]:
+    """The hours the demo damaged by loss (dropped writes)."""
+    by_key = plan.by_key()
+    return sorted({partitions.format_key(by_key[k].at) for k in plan.faults.dropped})
+
+
 def run_demo(
     opts: DemoOptions,
     reconcile: ReconcileIn,
     *,
     out: Callable[[str], None] = print,
     base_env: Mapping[str, str] | None = None,
+    repair: Callable[[list[str], Mapping[str, str]], dict[str, Any]] = repair_headless,
 ) -> int:
-    """The whole demo; 0 when (headless) every injected fault was detected and the
-    rollback fired, else 1. With the UI it runs until interrupted (Ctrl-C)."""
+    """The whole demo; 0 when (headless) every injected fault was detected, the rollback
+    fired and every hour that lost events was repaired green, else 1. With the UI it runs
+    until interrupted (Ctrl-C)."""
     import json
 
     from parity.app.demo import Traffic, plan_demo
@@ -414,7 +437,10 @@ def run_demo(
         if not opts.ui:
             stats = traffic.stop()
             traffic = None
-            health = evaluate_and_roll_back(plane, dt.datetime.now(dt.UTC))
+            # As a sensor tick during the outage sees it: at the instant the traffic stopped,
+            # not after the seconds stopping takes (on a busy machine those would read as a
+            # gap in delivery_metrics, i.e. no data).
+            health = evaluate_and_roll_back(plane, stats.end or dt.datetime.now(dt.UTC))
             out(f"  health triggers: {_triggers_line(health)}")
             if health["fired"]:
                 out(f"  ROLLBACK applied ({health['reason']}): {health['changes']}")
@@ -428,8 +454,22 @@ def run_demo(
         for key, h in hours.items():
             out(f"    {key}  {h['colour'].upper():6}  {', '.join(h['failed_error_checks']) or '-'}")
         detection = detection_summary(plan, stats, outcomes, health)
+        damaged = lost_hours(plan)
+        repaired = None
+        if not opts.ui:
+            # Headless, the demo ticks the repair sensors itself; with the UI, the daemon does.
+            out("  repairing the hours that lost events, as repair_lost_events would")
+            mark = time.monotonic()
+            repaired = repair(list(plan.hours), env)
+            timings["repair_s"] = time.monotonic() - mark
+            for key, verdict in repaired["hours"].items():
+                why = "; ".join(verdict["reasons"]) or "-"
+                out(f"    {key}  {verdict['colour'].upper():6}  {why}")
         timings["total_s"] = time.monotonic() - started
-        ok = all(d["ok"] for d in detection.values())
+        ok = all(d["ok"] for d in detection.values()) and (
+            repaired is None
+            or all(repaired["hours"][k]["colour"] == "green" for k in damaged if k in plan.hours)
+        )
         summary = {
             "home": str(home),
             "seed": opts.seed,
@@ -439,6 +479,8 @@ def run_demo(
             "faults": detection,
             "injected": plan.faults.to_json(plan.by_key()),
             "health": health,
+            "lost_hours": damaged,
+            "repair": repaired,
             "traffic": {
                 "planned": stats.planned,
                 "emitted": stats.emitted,
@@ -525,30 +567,33 @@ def _watch(traffic: Any, dagster: subprocess.Popen, plane: Any, out: Any) -> Non
 def _guide(ui: str, plan: DemoPlan, hours: dict[str, Any], home: Path) -> str:
     red = [k for k, h in hours.items() if h["colour"] == "red"]
     green = [k for k, h in hours.items() if h["colour"] == "green"]
-    dropped_hours = sorted(
-        {partitions.format_key(plan.by_key()[k].at) for k in plan.faults.dropped}
-    )
+    damaged = lost_hours(plan)
+    corrupted = sorted({partitions.format_key(plan.by_key()[k].at) for k in plan.faults.corrupted})
     # The command as it can be typed: the `parity` of this environment, which need not be on
     # PATH, with the demo's home (its database and reports are not under $PARITY_HOME).
     parity = shutil.which("parity", path=str(Path(sys.executable).parent)) or "parity"
     return f"""
 Parity demo is running: {ui}   (Ctrl-C stops it)
 
+  Scorecard      {ui}/assets/migration_scorecard
+                 every hour green / yellow / red and why, delivery rate and p95 latency
+                 against the SLOs (refreshed after each reconciliation; the asset's
+                 description says what each colour means)
   Lineage        {ui}/asset-groups  (reconciliation: ws_log_snapshot + supabase_events_snapshot
-                 -> event_reconciliation -> missed_events_backfill; rollout: feature_flags)
-  Red hours      {", ".join(red) or "-"}    green: {", ".join(green) or "-"}
-                 {ui}/assets/event_reconciliation?view=partitions  and its Checks tab
-  Rollback       {ui}/automation: rollback_on_health_triggers sees the ongoing outage in
-                 delivery_metrics and launches rollback_job within a minute
-                 ({ui}/runs); rollback_on_check_failure reacts to the red hours' ERROR checks.
+                 -> event_reconciliation -> missed_events_backfill, migration_scorecard;
+                 rollout: feature_flags)
+  Red now        {", ".join(red) or "-"}    green: {", ".join(green) or "-"}
+  Rollback       {ui}/automation: within a minute rollback_on_health_triggers sees the ongoing
+                 outage in delivery_metrics and launches rollback_job;
+                 rollback_on_check_failure reacts to the lost CRITICAL events. Runs: {ui}/runs
+  Repair         no click needed: repair_lost_events backfills {", ".join(damaged) or "-"}
+                 (dropped writes) and reconcile_after_backfill reconciles it again; it turns
+                 green on the scorecard within a few minutes (Runs: rollback_job ->
+                 backfill_missed_events_job -> reconcile_events_job). The corrupted-payload
+                 hour {", ".join(corrupted) or "-"} stays red: a backfill never overwrites a
+                 stored row, so the altered one waits for a person.
   From a shell   PARITY_HOME={home} {parity} flags history
                  PARITY_HOME={home} {parity} report {(red or green or ["<hour>"])[0]}
-  Backfill       {ui}/assets/missed_events_backfill -> Materialize ->
-                 hour {", ".join(dropped_hours)}
-                 (dropped writes): reconcile_after_backfill then reconciles it again and it
-                 turns green. backfill_after_rollback does the same for the hours a rollback
-                 names. The corrupted-payload hour stays red: a backfill never overwrites
-                 a stored row, so the altered one waits for a person.
   Files          ws log {home / "ws-log"}, reports {home / "reports"},
                  dagster dev log {home / "dagster-dev.log"}
 """

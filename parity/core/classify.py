@@ -1,4 +1,4 @@
-"""Event classification (DESIGN 2): rules are data, matched on ``event_type`` globs."""
+"""Event classification (contract §2): rules are data, matched on ``event_type`` globs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Settings from the environment (DESIGN 7), resolved when asked for, never at import."""
+"""Settings from the environment (the README's table), resolved when asked for, never at import.
+
+``Settings.from_env`` is the one route from the environment into Parity: the code location
+and the CLI build it once and hand it down; nothing below reads ``os.environ``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parity.core.errors import ConfigurationError
+from parity.core.knobs import Knobs
 from parity.core.layout import Layout
 
 DEFAULT_EVENTS_TABLE = "public.monitoring_events"
@@ -91,7 +96,10 @@ class Settings:
     events_table: TableName = TableName("public", "monitoring_events")
     partitions_start: dt.datetime | None = None
     alert_webhook_url: str | None = field(default=None, repr=False)
+    #: Apprise URLs (one or more, separated by spaces or commas); secrets, never shown.
+    alert_urls: str | None = field(default=None, repr=False)
     rules_path: Path | None = None
+    knobs: Knobs = field(default_factory=Knobs)
 
     @property
     def transport(self) -> str:
@@ -148,5 +156,7 @@ class Settings:
             events_table=TableName.parse(get("PARITY_EVENTS_TABLE") or DEFAULT_EVENTS_TABLE),
             partitions_start=parse_partition_start(start) if start else None,
             alert_webhook_url=get("PARITY_ALERT_WEBHOOK_URL"),
+            alert_urls=get("PARITY_ALERT_URLS"),
             rules_path=Path(rules) if rules else None,
+            knobs=Knobs.from_env(env),
         )

@@ -29,7 +29,7 @@ class ConfigurationError(ParityError):
 
 
 class InvalidEventError(ParityError):
-    """An event does not satisfy the data contract (DESIGN 2).
+    """An event does not satisfy the data contract (contract §2).
 
     ``reason`` is a short machine-readable code; ``field`` the offending field if any;
     ``where`` says where the event came from (file and line, table and key).
@@ -60,6 +60,18 @@ class StoreError(InfrastructureError):
 
 class StoreConnectionError(StoreError):
     """The store could not be reached or refused the credentials. Never carries the secret."""
+
+
+class StoreRefusedError(StoreError):
+    """The store refused the data itself (a value its columns cannot hold, a constraint):
+    the same rows fail on every retry, while other rows of the batch would be accepted.
+    ``reason`` is the store's own explanation (credentials redacted); ``code`` its SQLSTATE
+    or API error code when it gave one."""
+
+    def __init__(self, message: str, *, reason: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
 
 
 class MissingTableError(StoreError):

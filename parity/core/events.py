@@ -1,4 +1,4 @@
-"""Events and their checksum (DESIGN 2).
+"""Events and their checksum (contract §2).
 
 The checksum is sha256 over the RFC 8785 (JCS) serialisation of the covered object
 ``{"stream", "seq", "event_type", "emitted_at", "payload"}`` with ``emitted_at`` normalised to
@@ -45,6 +45,10 @@ MAX_STREAM_LENGTH = 128
 #: Largest integer RFC 8785 (IEEE 754 double) represents exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: Deepest nesting of arrays and objects read in a log line (the line's own object is
+#: level 1): deeper lines are quarantined before any parser sees them, so the work per
+#: line stays bounded whatever the parser (the recursive ones fail far deeper).
+MAX_DEPTH = 128
 
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(?P<frac>\d+))?(?P<tz>[Zz]|[+-]\d{2}:\d{2})"
@@ -81,6 +85,27 @@ def may_hold_long_number(raw: bytes) -> bool:
     letter or a quote, as hex digests do: one log line in a hundred)."""
     marks = raw.translate(_RUN_START_MAP).decode()
     return _NUMBER_RUN in marks or marks.startswith(_NUMBER_RUN[1:])
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def exceeds_depth(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when the JSON text ``raw`` nests arrays and objects deeper than ``limit``.
+    Counting brackets decides almost every line; only a line with more brackets than the
+    limit is scanned, its strings removed first."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRING.sub(b"", raw)):
+        if bracket in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +234,7 @@ def canonical_bytes(
 def compute_checksum(
     stream: str, seq: int, event_type: str, emitted_at: dt.datetime | str, payload: Any
 ) -> str:
-    """The checksum of DESIGN 2, as lowercase hex."""
+    """The checksum of contract §2, as lowercase hex."""
     return hashlib.sha256(canonical_bytes(stream, seq, event_type, emitted_at, payload)).hexdigest()
 
 
@@ -339,11 +364,28 @@ def _proven_body(payload: Any, body: bytes) -> bytes | None:
     return body if is_jcs_text(body) else None
 
 
+def proven_text(
+    emitted_at: bytes, type_json: bytes, payload: Any, body: bytes, seq: int, stream_json: bytes
+) -> bytes | None:
+    """The RFC 8785 text of the covered object when the fast path proves it (see the module
+    docstring), None when it does not: then only :func:`compute_checksum` decides.
+
+    The one home of the fast path: ``emitted_at`` is plain normalised text (as bytes),
+    ``type_json`` and ``stream_json`` are orjson's JSON strings of the two values, ``body``
+    is ``orjson.dumps(payload, option=OPT_SORT_KEYS)`` and ``seq`` an int of at most 2^53 - 1
+    in magnitude.
+    """
+    proven = _proven_body(payload, body)
+    if proven is None:
+        return None
+    return CANDIDATE % (emitted_at, type_json, proven, seq, stream_json)
+
+
 def checksum_matches(
     stream: str, seq: int, event_type: str, emitted_at_text: str, payload: Any, stored: str
 ) -> bool:
     """True when ``stored`` is the checksum of the event. Never raises on odd values."""
-    proven: bytes | None = None
+    text: bytes | None = None
     if (
         type(seq) is int
         and -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER
@@ -352,25 +394,21 @@ def checksum_matches(
         and _plain_timestamp(emitted_at_text)
     ):
         try:
-            proven = _proven_body(payload, orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
-        except (orjson.JSONEncodeError, TypeError):
-            proven = None
-    if proven is not None:
-        try:
-            text = CANDIDATE % (
+            text = proven_text(
                 emitted_at_text.encode(),
                 orjson.dumps(event_type),
-                proven,
+                payload,
+                orjson.dumps(payload, option=orjson.OPT_SORT_KEYS),
                 seq,
                 orjson.dumps(stream),
             )
         except (orjson.JSONEncodeError, TypeError):
-            pass
-        else:
-            return hashlib.sha256(text).hexdigest() == stored
+            text = None
+    if text is not None:
+        return hashlib.sha256(text).hexdigest() == stored
     try:
         return compute_checksum(stream, seq, event_type, emitted_at_text, payload) == stored
-    except InvalidEventError:
+    except (InvalidEventError, RecursionError):
         return False
 
 
@@ -428,7 +466,7 @@ def _check_str(obj: Mapping[str, Any], field: str, where: str, max_len: int | No
 
 
 def parse_event(obj: Any, *, where: str = "") -> Event:
-    """Validate a decoded JSON value as an event (DESIGN 2). Raises InvalidEventError with
+    """Validate a decoded JSON value as an event (contract §2). Raises InvalidEventError with
     ``reason`` ``not_an_object``, ``missing_field`` or ``invalid_field``."""
     if not isinstance(obj, dict):
         raise InvalidEventError(
@@ -540,7 +578,7 @@ def _verify_rows(
     """
     out = bytearray(len(streams))
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
-    sort_keys, candidate, proven_body = orjson.OPT_SORT_KEYS, CANDIDATE, _proven_body
+    sort_keys = orjson.OPT_SORT_KEYS
     as_json: dict[str, bytes] = {}  # stream and event_type values repeat: dump each once
     rows = zip(streams, seqs, types, emitted, payloads, stored, long_runs, strict=True)
     for i, (stream, seq, event_type, emitted_at, text, checksum, long_run) in enumerate(rows):
@@ -555,23 +593,23 @@ def _verify_rows(
         if -MAX_SAFE_INTEGER <= seq <= MAX_SAFE_INTEGER and (
             plain_timestamps or _plain_timestamp(emitted_at.decode())
         ):
+            stream_json = as_json.get(stream)
+            if stream_json is None:
+                stream_json = as_json[stream] = dumps(stream)
+            type_json = as_json.get(event_type)
+            if type_json is None:
+                type_json = as_json[event_type] = dumps(event_type)
             try:
-                body = proven_body(payload, dumps(payload, option=sort_keys))
+                body = dumps(payload, option=sort_keys)
+                text_bytes = proven_text(emitted_at, type_json, payload, body, seq, stream_json)
             except orjson.JSONEncodeError:
-                body = None  # decided below
-            if body is not None:
-                stream_json = as_json.get(stream)
-                if stream_json is None:
-                    stream_json = as_json[stream] = dumps(stream)
-                type_json = as_json.get(event_type)
-                if type_json is None:
-                    type_json = as_json[event_type] = dumps(event_type)
-                text_bytes = candidate % (emitted_at, type_json, body, seq, stream_json)
+                text_bytes = None  # decided below
+            if text_bytes is not None:
                 out[i] = sha256(text_bytes).hexdigest() == checksum
                 continue
         emitted_text = emitted_at.decode()
         try:
             out[i] = compute_checksum(stream, seq, event_type, emitted_text, payload) == checksum
-        except InvalidEventError:
+        except (InvalidEventError, RecursionError):
             pass
     return bytes(out)

@@ -4,7 +4,7 @@ Inputs are the two snapshot tables (``WS_SNAPSHOT_SCHEMA`` and
 ``SUPABASE_SNAPSHOT_SCHEMA``; only the event columns, ``received_at`` and the derived
 columns are read) and the cohort: either a :class:`~parity.routing.FlagTimeline` or a
 precomputed per-row ``expected`` mask over the log. Both sides may hold several rows
-for one log key (stream, seq). Semantics, as reported (DESIGN 7):
+for one log key (stream, seq). Semantics, as reported (contract §6):
 
 - ``ws_events`` / ``supabase_events``: rows, duplicates included.
 - ``expected_in_supabase``: distinct log keys the cohort routes to Supabase (a key is
@@ -89,7 +89,7 @@ from parity.core.routing import (
 )
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
 
-#: Detail keys Parity adds after the contract's (docs/contract.md §6).
+#: Detail keys Parity adds after the contract's (contract §6).
 DETAIL_KEYS = (
     "clean",
     "sequence_gaps_supabase",
@@ -171,7 +171,7 @@ class Reconciliation:
         return self.sequence_gaps_ws.num_rows == 0 and all(counts[k] == 0 for k in DISCREPANCY_KEYS)
 
     def to_report(self) -> dict[str, Any]:
-        """The report (DESIGN 7 keys, then DETAIL_KEYS); JSON-serialisable."""
+        """The report (contract §6 keys, then DETAIL_KEYS); JSON-serialisable."""
         c = self.counts
         by_category = {
             category: {

@@ -1,4 +1,4 @@
-"""The per-hour report (DESIGN 7): stored atomically as JSON, rendered for people."""
+"""The per-hour report (contract §6): stored atomically as JSON, rendered for people."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from parity.core.events import CATEGORIES
 
-#: Top-level keys every report has (DESIGN 7).
+#: Top-level keys every report has (contract §6).
 REPORT_KEYS = (
     "partition",
     "window_start",

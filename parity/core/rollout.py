@@ -1,4 +1,4 @@
-"""The canary rollout as a pure state machine (DESIGN 5, migration plan 2.6.4).
+"""The canary rollout as a pure state machine (contract §5, migration plan 2.6.4).
 
 The ladder: stage 0 turns ``MONITORING_CRITICAL_EVENTS_SUPABASE`` on with the rollout
 percentage still 0; stages 1.. raise the percentage through ``RolloutConfig.steps``
@@ -58,7 +58,7 @@ NOT_STARTED = -1
 
 
 def rollback_plan() -> dict[str, FlagValue]:
-    """The flag values a rollback writes, in one transaction (DESIGN 5)."""
+    """The flag values a rollback writes, in one transaction (contract §5)."""
     return {
         SUPABASE_ROLLOUT_PERCENTAGE: 0,
         CRITICAL_EVENTS_SUPABASE: False,

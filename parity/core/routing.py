@@ -1,4 +1,4 @@
-"""Who belongs in Supabase (DESIGN 5): flag defaults, stream buckets, the flag timeline
+"""Who belongs in Supabase (contract §5): flag defaults, stream buckets, the flag timeline
 and the cohort rule, each in a scalar form for one event and a columnar form for a table.
 
 The cohort is a deterministic function of an event and of the flags in force at its
@@ -152,7 +152,7 @@ class FlagChange:
 
 @dataclass(frozen=True)
 class FlagTimeline:
-    """Flag values over time, from the audit history (DESIGN 5).
+    """Flag values over time, from the audit history (contract §5).
 
     The value of a flag at an instant is the ``new_value`` of the latest change with
     ``changed_at`` at or before it, else the flag's default. Changes with the same

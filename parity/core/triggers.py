@@ -1,4 +1,4 @@
-"""Automated rollback triggers (DESIGN 5) evaluated over ``delivery_metrics`` rows (DESIGN 4).
+"""Automated rollback triggers (contract §5) evaluated over ``delivery_metrics`` rows (contract §4).
 
 Pure: ``evaluate(samples, now, config)`` reads frozen samples and returns a verdict; the
 health sensor fetches the rows and acts on the verdict. Every trigger answers one of three

@@ -7,7 +7,7 @@ The work is split in two so the decision is testable without a database:
   fresh snapshot of the store, key by key. A key the store has with a log copy's checksum
   is *already present*; with other checksums only it is a *conflict* (the store's row is
   left as it is). An absent key is written only when it is in scope (expected in Supabase
-  by the cohort rules of DESIGN 5 at its ``emitted_at``, or any key with ``all_missing``),
+  by the cohort rules of contract §5 at its ``emitted_at``, or any key with ``all_missing``),
   has a log copy whose checksum is valid (otherwise *invalid*), and its valid copies agree
   (otherwise a conflict too: the log cannot say which one is true).
 - :func:`backfill`: snapshots the window again right before writing (the report that named
@@ -18,6 +18,16 @@ The work is split in two so the decision is testable without a database:
   nothing; two backfills at once write each key once. A connection error is retried with
   exponential backoff; when retries run out, :class:`BackfillInterruptedError` carries what
   was written, and a re-run completes the rest.
+
+Refused rows. A store can refuse a row for what it holds (PostgreSQL's jsonb has no
+``\u0000``, a constraint of the user's table, a value over a column's limit): the store raises
+:class:`StoreRefusedError` for the batch, and the same batch would fail on every run, taking
+the hour's other missing events with it. So a refused batch is split in halves and each half
+written again, down to single rows: the rows the store accepts are written, the ones it
+refuses are reported (``refused``, with the store's reason per key) and left for a person.
+Halving rather than going row by row keeps a batch with one bad row to about 2·log2(batch)
+inserts instead of one per row. A refusal is never retried within a run (it is not
+transient); a re-run tries the refused keys once more, writes nothing else twice and ends.
 
 Latency. Backfilled rows take ``received_at = now()`` (the column default): they did reach
 Supabase only now, so a reconciliation after the backfill shows their latency as the time
@@ -46,6 +56,7 @@ from parity.core.errors import (
     ReportNotFoundError,
     StoreConnectionError,
     StoreError,
+    StoreRefusedError,
 )
 from parity.core.layout import Layout
 from parity.core.routing import FlagTimeline, expected_in_supabase
@@ -109,6 +120,16 @@ class Conflict:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """A key the store refused to hold, with the store's reason (credentials redacted)."""
+
+    stream: str
+    seq: int
+    reason: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
 class BackfillPlan:
     """What a backfill of one window would do (see the module docstring for the rules)."""
 
@@ -152,6 +173,9 @@ class BackfillResult:
     duration_s: float
     started_at: dt.datetime
     sent_keys: pa.Table = field(repr=False)  # keys of the batches that went through
+    #: Rows the store refused (see the module docstring); a sample of them with reasons.
+    refused: int = 0
+    refused_sample: tuple[Refused, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -183,6 +207,11 @@ class BackfillResult:
             "invalid_sample": [list(k) for k in self.invalid_sample],
             "skipped_outside_cohort": self.skipped_outside_cohort,
             "not_in_log": self.not_in_log,
+            "refused": self.refused,
+            "refused_sample": [
+                {"stream": r.stream, "seq": r.seq, "reason": r.reason, "code": r.code}
+                for r in self.refused_sample
+            ],
             "batches": self.batches,
             "retries": self.retries,
             "duration_s": self.duration_s,
@@ -348,6 +377,24 @@ def _insert_with_retries(
             attempt += 1
 
 
+def _insert_isolating(
+    store: EventStore, batch: pa.Table, options: BackfillOptions, refused: list[Refused]
+) -> tuple[int, int]:
+    """:func:`_insert_with_retries`, halving a batch the store refuses until the refused
+    rows stand alone; those are appended to ``refused``. Rows written and retries used."""
+    try:
+        return _insert_with_retries(store, batch, options)
+    except StoreRefusedError as exc:
+        if batch.num_rows == 1:
+            row = batch.select(KEY).to_pylist()[0]
+            refused.append(Refused(str(row["stream"]), int(row["seq"]), exc.reason, exc.code))
+            return 0, 0
+    half = batch.num_rows // 2
+    written_a, retries_a = _insert_isolating(store, batch.slice(0, half), options, refused)
+    written_b, retries_b = _insert_isolating(store, batch.slice(half), options, refused)
+    return written_a + written_b, retries_a + retries_b
+
+
 def backfill(
     ws: pa.Table,
     store: EventStore,
@@ -380,6 +427,7 @@ def backfill(
     )
     written = skipped = batches = retries = 0
     sent: list[pa.Table] = []
+    refused: list[Refused] = []
 
     def result() -> BackfillResult:
         keys_sent = pa.concat_tables(sent) if sent else _KEYS_SCHEMA.empty_table()
@@ -403,14 +451,17 @@ def backfill(
             duration_s=round(time.perf_counter() - began, 3),
             started_at=started_at,
             sent_keys=keys_sent,
+            refused=len(refused),
+            refused_sample=tuple(refused[: options.sample_limit]),
         )
 
     if options.dry_run:
         return result()
     for offset in range(0, plan.rows.num_rows, options.batch_size):
         batch = plan.rows.slice(offset, options.batch_size)
+        refused_before = len(refused)
         try:
-            n, used = _insert_with_retries(store, batch, options)
+            n, used = _insert_isolating(store, batch, options, refused)
         except StoreError as exc:
             done = result()
             raise BackfillInterruptedError(
@@ -419,11 +470,16 @@ def backfill(
                 "written stays; run the backfill again to complete the rest.",
                 done,
             ) from exc
+        refused_now = refused[refused_before:]
         written += n
-        skipped += batch.num_rows - n
+        skipped += batch.num_rows - n - len(refused_now)
         retries += used
         batches += 1
-        sent.append(batch.select(KEY).cast(_KEYS_SCHEMA))
+        went = batch.select(KEY).cast(_KEYS_SCHEMA)
+        if refused_now:
+            refused_keys = keys_table((r.stream, r.seq) for r in refused_now)
+            went = went.join(refused_keys, KEY, join_type="left anti")
+        sent.append(went)
     return result()
 
 
@@ -474,7 +530,7 @@ def _key_text(table: pa.Table) -> pa.Array:
 
 
 def report_keys(layout: Layout, partition: str, *, all_missing: bool) -> list[Any] | None:
-    """The report's ``missing_keys`` (the backfill's input, DESIGN 7); None (recompute)
+    """The report's ``missing_keys`` (the backfill's input, contract §6); None (recompute)
     with ``all_missing`` — the report lists only keys the cohort expected — or when the
     hour has no report yet."""
     if all_missing:

@@ -1,4 +1,4 @@
-"""The control plane: what rollout control reads and writes (DESIGN 1, 5).
+"""The control plane: what rollout control reads and writes (contract §5).
 
 Flags with compare-and-set, their audit history, the delivery-metric samples and the
 rollout state (kept as the reserved flag ``PARITY_ROLLOUT_STATE``, audited like the flags)
@@ -161,7 +161,7 @@ def apply_rollback(
     evidence: dict[str, Any],
     now: dt.datetime,
 ) -> Applied:
-    """Set the rollback plan of DESIGN 5 in one transaction, audited with ``evidence``, read
+    """Set the rollback plan of contract §5 in one transaction, audited with ``evidence``, read
     back; hold the rollout until a person resumes it. Already in force: nothing written.
 
     Written compare-and-set on the values it read; when another writer got in first it
@@ -234,7 +234,7 @@ def apply_transition(
 
 
 def load_timeline(control: ControlPlane) -> FlagTimeline:
-    """The flag values in force at any instant, from the audit history (DESIGN 5)."""
+    """The flag values in force at any instant, from the audit history (contract §5)."""
     return FlagTimeline.from_audit(
         [(r.flag, r.new_value, r.changed_at) for r in control.history() if r.flag in FLAG_DEFAULTS]
     )

@@ -153,7 +153,7 @@ def history(
 
 
 def import_history(conn: psycopg.Connection[Any], schema: str, rows: list[AuditRow]) -> int:
-    """Append history from an earlier flag system (DESIGN 4), keeping its timestamps."""
+    """Append history from an earlier flag system (contract §4), keeping its timestamps."""
     for r in rows:  # one bad value refuses the whole import
         validate_flag(r.flag, r.new_value)
     with conn.transaction():

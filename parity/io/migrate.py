@@ -1,4 +1,4 @@
-"""Schema migrations for the tables of DESIGN 4.
+"""Schema migrations for the tables of contract §4.
 
 The SQL lives in ``parity/migrations/NNN_name.sql``, applied in file-name order. The files
 hold placeholders (``{schema}``, ``{events}``…) that :func:`compose` fills with
@@ -33,6 +33,7 @@ from psycopg import sql
 
 from parity.core.config import TableName
 from parity.core.errors import ConfigurationError, MigrationError
+from parity.core.redact import redact
 from parity.io.store_pg import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_STATEMENT_TIMEOUT_S,
@@ -266,4 +267,5 @@ def _detail(exc: psycopg.Error) -> str:
         text = f"{text} (SQLSTATE {diag.sqlstate})"
     if diag.context:
         text = f"{text}; {' '.join(diag.context.split())}"
-    return text
+    # A server message can quote a connection string (dblink, a foreign server's options).
+    return redact(text)

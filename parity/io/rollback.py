@@ -7,13 +7,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from parity.core import partitions, rollout
+from parity.core import alerts, partitions, rollout
 from parity.core import report as reports
 from parity.core.errors import ReportNotFoundError
 from parity.core.layout import Layout
-from parity.io.control import Applied
-from parity.io.notify import Delivery, post_webhook
+from parity.io import control
+from parity.io.control import Applied, ControlPlane
+from parity.io.notify import Delivery, Notifier
 from parity.io.reports import load_report
+
+
+def preview_rollback(plane: ControlPlane) -> Applied:
+    """What a rollback would change now, changing nothing (rollback dry-run mode):
+    ``changes`` holds the flags it would set, ``applied`` is False."""
+    state = control.read_state(plane)
+    current = plane.read_flags()
+    changes = {k: v for k, v in rollout.rollback_plan().items() if current.get(k) != v}
+    return Applied(False, changes, current, [], state)
 
 
 def reconciled_hours(
@@ -36,22 +46,27 @@ def reconciled_hours(
 
 
 def notify_rollback(
-    url: str,
+    notifier: Notifier,
     applied: Applied,
     *,
     reason: str,
     evidence: dict[str, Any],
     run_id: str | None = None,
+    dry_run: bool = False,
 ) -> Delivery:
-    """POST the rollback to the alert webhook (never raises; see parity.notify)."""
-    return post_webhook(
-        url,
-        {
-            "event": "parity.rollback",
-            "reason": reason,
-            "changes": applied.changes,
-            "flags": applied.flags_after,
-            "evidence": evidence,
-            "run_id": run_id,
-        },
-    )
+    """Alert the rollback, or in dry-run mode the rollback that would have been made.
+    Never raises: the rollback is committed by now, and no failure to tell about it may
+    fail it (the detail names no URL: they carry tokens)."""
+    try:
+        return notifier.send(
+            alerts.rollback_alert(
+                reason=reason,
+                changes=applied.changes,
+                flags=applied.flags_after,
+                evidence=evidence,
+                run_id=run_id,
+                dry_run=dry_run,
+            )
+        )
+    except Exception as exc:
+        return Delivery(False, 0, f"alert not sent ({type(exc).__name__})")

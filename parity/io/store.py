@@ -1,4 +1,4 @@
-"""The events store: where Supabase keeps the events (DESIGN 4, 6).
+"""The events store: where Supabase keeps the events (contract §4).
 
 Two transports give the same output shape (``schema.STORE_SCHEMA``):
 
@@ -42,7 +42,9 @@ class EventStore(Protocol):
     def insert_events(self, rows: pa.Table) -> int:
         """Insert rows (``STORE_SCHEMA`` columns; ``received_at`` may be absent or null for
         ``now()``), skipping any whose (stream, seq) already exists. Idempotent. Returns
-        the number of rows written."""
+        the number of rows written. Raises :class:`parity.core.errors.StoreRefusedError`
+        when the store refuses a row for what it holds (other rows of the call may have
+        been written: sending them again is safe)."""
         ...
 
     def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""The events store over PostgreSQL (DESIGN 4, 6): plain PostgreSQL, the embedded server,
+"""The events store over PostgreSQL (contract §4): plain PostgreSQL, the embedded server,
 or a Supabase project's direct or session-pooler connection.
 
 psycopg 3 serves control: :meth:`PostgresStore.connection` (flags, delivery metrics),
@@ -20,7 +20,13 @@ so that at least nothing breaks there. The connect timeout is libpq's ``connect_
 whole seconds and at least 2 (libpq's own floor), per address tried.
 
 Secrets. Messages name host, port, database and user, never the password: every message
-built from a driver error is scrubbed of the password and of anything shaped like one.
+built from a driver error or the URL goes through :func:`parity.core.redact.redact` with the
+URL's secrets. A URL libpq cannot parse is never echoed, not even in part.
+
+Refusals. An insert the server refuses for the data itself (SQLSTATE classes 22, data
+exception, e.g. jsonb's "unsupported Unicode escape sequence" for ``\u0000``; 23, a
+constraint; 54, a value over a limit such as an index row) raises
+:class:`StoreRefusedError`, so the backfill can isolate the rows at fault.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ import datetime as dt
 import hashlib
 import math
 import re
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,7 +53,9 @@ from parity.core.errors import (
     MissingTableError,
     StoreConnectionError,
     StoreError,
+    StoreRefusedError,
 )
+from parity.core.redact import redact, secrets_of
 from parity.core.schema import STORE_SCHEMA
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -66,8 +73,10 @@ INCOMING_TABLE = "parity_incoming"
 #: Sort memory for de-duplicating a batch (transaction-local; the server default is 4MB).
 INSERT_WORK_MEM = "64MB"
 
-_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+#: SQLSTATE classes of an insert refused for what the rows hold (see the module docstring).
+REFUSAL_CLASSES = ("22", "23", "54")
+#: SQLAlchemy's ``dialect+driver://`` form (``postgresql+psycopg2://``), which libpq refuses.
+_SQLALCHEMY_URL = re.compile(r"^\s*postgres(?:ql)?\+[A-Za-z0-9_]+://", re.IGNORECASE)
 
 # A unique, non-partial index whose key is exactly (stream, seq): what ON CONFLICT needs.
 _UNIQUE_KEY_QUERY = """
@@ -88,24 +97,34 @@ SELECT EXISTS (
 _UNIQUE_KEY_QUERY_ADBC = _UNIQUE_KEY_QUERY.replace("%s", "$1", 1).replace("%s", "$2", 1)
 
 
-def scrub(text: str, password: str | None) -> str:
-    """``text`` without the password, nor anything that looks like a URL or conninfo one."""
-    if password:
-        for form in {password, urllib.parse.quote(password, safe=""), urllib.parse.quote(password)}:
-            text = text.replace(form, "***")
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
+def scrub(text: object, url: str) -> str:
+    """``text`` on one line, without the secrets of ``url`` nor anything shaped like one."""
+    return " ".join(redact(text, *secrets_of(url)).split())
 
 
 def _params(url: str) -> dict[str, Any]:
+    if _SQLALCHEMY_URL.match(url):
+        raise ConfigurationError(
+            "the database URL is in SQLAlchemy's dialect+driver form "
+            "(postgresql+psycopg2://...), which libpq does not read: set PARITY_DATABASE_URL "
+            "to the same URL starting with postgresql:// instead"
+        )
     try:
-        return conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         # libpq's parse error quotes the offending fragment, which may be the password.
         raise ConfigurationError(
             "the database URL is neither a postgresql:// URL nor a libpq conninfo string "
-            f"({' '.join(scrub(str(exc), None).split())}); check PARITY_DATABASE_URL"
+            f"({scrub(exc, url)}); check PARITY_DATABASE_URL (percent-encode any of "
+            "@ : / ? # in the password)"
         ) from None
+    if "://" in url and "@" in str(params.get("dbname", "")):
+        # libpq read "user:pa/ss@host/db" as host "user", port "pa", database "ss@host/db".
+        raise ConfigurationError(
+            "the database URL's password holds an unencoded '/', so its user, host and "
+            "database cannot be told apart: percent-encode it (%2F) in PARITY_DATABASE_URL"
+        )
+    return params
 
 
 def describe_target(url: str) -> str:
@@ -115,7 +134,7 @@ def describe_target(url: str) -> str:
     for key in ("host", "port", "dbname", "user"):
         value = params.get(key)
         parts.append(f"{key}={value}" if value else f"{key}=(libpq default)")
-    return " ".join(parts)
+    return scrub(" ".join(parts), url)
 
 
 def _connect_timeout_param(seconds: float) -> int:
@@ -129,8 +148,7 @@ def _statement_timeout_param(seconds: float) -> str:
 
 def connection_error(url: str, exc: Exception, connect_timeout_s: float) -> StoreConnectionError:
     """A StoreConnectionError for a failed connect: where we tried, why, what to check."""
-    password = _params(url).get("password")
-    reason = " ".join(scrub(str(exc), password).split())
+    reason = scrub(exc, url)
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or "timeout expired" in reason:
         reason = f"no answer within the connect timeout of {connect_timeout_s:g} s ({reason})"
     if not reason.endswith((".", "?", "!")):
@@ -165,10 +183,9 @@ def connect(
         )
     except psycopg.Error as exc:
         conn.close()
-        password = _params(url).get("password")
         raise StoreConnectionError(
             f"connected to {describe_target(url)} but could not set statement_timeout: "
-            f"{scrub(str(exc), password)}"
+            f"{scrub(exc, url)}"
         ) from None
     conn.autocommit = autocommit
     return conn
@@ -213,6 +230,18 @@ def _sqlstate(exc: Exception) -> str | None:
     return state
 
 
+def _reason(exc: Exception, url: str) -> str:
+    """The server's own words for a refusal: its primary message, without the driver's
+    prefixes (ADBC puts ``[libpq] ... ERROR:`` and the failing statement around it)."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        text = str(exc)
+        match = re.search(r"ERROR:\s*(.*?)(?:\s*(?:DETAIL|HINT|CONTEXT|QUERY):|\n|$)", text)
+        primary = match.group(1) if match else text
+    return scrub(primary, url)
+
+
 class PostgresStore:
     """Events in a PostgreSQL table. Every call opens its own connection and closes it,
     so one store may be shared between threads and survives server restarts."""
@@ -230,8 +259,8 @@ class PostgresStore:
         self.table = table
         self.connect_timeout_s = connect_timeout_s
         self.statement_timeout_s = statement_timeout_s
+        _params(url)  # a malformed URL is a ConfigurationError when the store is made
         self._url = url
-        self._password = _params(url).get("password")
         self._ident = sql.Identifier(table.schema, table.name)
         self._closed = False
 
@@ -282,7 +311,7 @@ class PostgresStore:
 
     def _error(self, exc: Exception, action: str) -> StoreError:
         state = _sqlstate(exc)
-        detail = " ".join(scrub(str(exc), self._password).split())
+        detail = scrub(exc, self._url)
         if state == "57014":
             return StoreError(
                 f"{action} on {self.table} was cancelled by the statement timeout of "
@@ -296,12 +325,19 @@ class PostgresStore:
             )
         if state == "42703":
             return StoreError(
-                f"{action}: table {self.table} lacks a column of DESIGN 4 "
+                f"{action}: table {self.table} lacks a column of contract §4 "
                 f"(stream, seq, event_type, category, emitted_at, received_at, payload, "
                 f"checksum): {detail}"
             )
         if state == "42501":
             return StoreError(f"{action} on {self.table}: permission denied: {detail}")
+        if state is not None and state.startswith(REFUSAL_CLASSES):
+            reason = _reason(exc, self._url)
+            return StoreRefusedError(
+                f"{action} into {self.table} refused by the server (SQLSTATE {state}): {reason}",
+                reason=reason,
+                code=state,
+            )
         if (state or "").startswith("08") or (
             state is None
             and isinstance(exc, psycopg.OperationalError | adbc_driver_manager.OperationalError)
@@ -314,7 +350,7 @@ class PostgresStore:
     # -- reads -------------------------------------------------------------------------
 
     def has_unique_key(self) -> bool:
-        """Whether the table has a unique key on (stream, seq) (DESIGN 4: it may not)."""
+        """Whether the table has a unique key on (stream, seq) (contract §4: it may not)."""
         with self.connection() as conn:
             try:
                 return unique_key_exists(conn, self.table)

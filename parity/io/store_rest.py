@@ -11,6 +11,12 @@ server's cap is at least that), so a cap below ``page_size`` cannot end a snapsh
 
 Payloads are read as ``payload::text``, jsonb's own text form, so both transports return
 byte-identical payload text (and integers beyond 2^53 survive untouched).
+
+An insert refused for what the rows hold (a data-exception, constraint or limit SQLSTATE
+from PostgreSQL, PostgREST's own "invalid JSON body", a gateway's 413 for a body over its
+size limit, or a value the request body cannot carry at all, like a lone UTF-16 surrogate)
+raises :class:`StoreRefusedError`, as on the PostgreSQL transport, so the backfill isolates
+the rows at fault. Every message is redacted of the key and the URL's secrets.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pyarrow as pa
@@ -32,8 +37,10 @@ from parity.core.errors import (
     MissingTableError,
     StoreConnectionError,
     StoreError,
+    StoreRefusedError,
 )
 from parity.core.events import loads_exact
+from parity.core.redact import redact, redact_url, secrets_of
 from parity.core.schema import STORE_SCHEMA, UTC_US
 
 #: Column list of a snapshot request; ``payload`` is cast so PostgREST returns jsonb's text.
@@ -42,6 +49,11 @@ SELECT = "stream,seq,event_type,category,emitted_at,received_at,payload::text,ch
 KEY_ORDER = ("received_at", "emitted_at", "event_type", "category", "checksum", "payload")
 #: Columns an inserted row may carry (``received_at`` is left to the default when null).
 INSERT_COLUMNS = ("stream", "seq", "event_type", "category", "emitted_at", "payload", "checksum")
+
+#: PostgreSQL SQLSTATE classes of a refusal for the data itself (see ``store_pg``).
+REFUSAL_CLASSES = ("22", "23", "54")
+#: PostgREST's codes for a request body it cannot parse or map to the table.
+REFUSAL_CODES = ("PGRST102", "PGRST204")
 
 Row = dict[str, Any]
 
@@ -135,8 +147,8 @@ class RestStore:
         self.insert_batch_size = insert_batch_size
         self.timeout_s = timeout_s
         self._key = key
-        parts = urlsplit(supabase_url)
-        self._where = f"{parts.hostname or supabase_url}{f':{parts.port}' if parts.port else ''}"
+        self._secrets = (key, *secrets_of(supabase_url))
+        self._where = redact_url(supabase_url)
         self._last_status: int | None = None
         #: The server's row cap is at least the largest page it has returned.
         self._largest_page = 0
@@ -257,7 +269,7 @@ class RestStore:
         if rows:
             raise StoreError(
                 f"{self.table} has rows with a null stream or seq in [{low}, {high}); an event "
-                "needs both (DESIGN 2): fix or delete those rows, or add NOT NULL constraints"
+                "needs both (contract §2): fix or delete those rows, or add NOT NULL constraints"
             )
 
     # -- writing -----------------------------------------------------------------------------
@@ -269,16 +281,30 @@ class RestStore:
         written = 0
         for offset in range(0, rows.num_rows, self.insert_batch_size):
             batch = rows.slice(offset, self.insert_batch_size)
+            try:
+                records = _records(batch)
+            except ValueError as exc:  # a payload that is not JSON (a lone surrogate)
+                raise self._unsendable(exc) from None
             query = self._client.postgrest.from_(self.table.name).upsert(
-                _records(batch),
+                records,
                 on_conflict="stream,seq",
                 ignore_duplicates=True,
                 returning=ReturnMethod.representation,
                 default_to_null=False,  # an absent received_at takes the column default
             )
             # ON CONFLICT DO NOTHING ... RETURNING returns only the rows actually inserted.
-            written += len(self._fetch(query.select("seq")))
+            try:
+                written += len(self._fetch(query.select("seq")))
+            except UnicodeEncodeError as exc:
+                # The body is encoded when the request is sent: a lone surrogate has no UTF-8.
+                raise self._unsendable(exc) from None
         return written
+
+    def _unsendable(self, exc: ValueError) -> StoreRefusedError:
+        reason = self._scrub(f"the rows cannot be sent as JSON ({type(exc).__name__}: {exc})")
+        return StoreRefusedError(
+            f"Supabase REST API at {self._where} ({self.table}): {reason}", reason=reason
+        )
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -325,10 +351,15 @@ class RestStore:
                 f"{prefix}; insert_events needs unique (stream, seq) on the table: run the "
                 "migrations"
             )
+        if code.startswith(REFUSAL_CLASSES) or code in REFUSAL_CODES or status == 413:
+            # 413: a gateway's body limit; a smaller batch may pass, a single row may not.
+            return StoreRefusedError(
+                prefix, reason=self._scrub(str(exc.message or what)), code=code
+            )
         return StoreError(prefix)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "<key>") if self._key else text
+        return redact(text, *self._secrets)
 
 
 def _records(batch: pa.Table) -> list[Row]:

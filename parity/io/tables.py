@@ -1,6 +1,6 @@
 """The names of Parity's own tables and SQL function, each defined once.
 
-They live in the events table's schema (DESIGN 4), beside every events table of that
+They live in the events table's schema (contract §4), beside every events table of that
 schema; the migrations create them and every adapter refers to them by these names.
 """
 

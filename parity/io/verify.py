@@ -1,7 +1,9 @@
-"""Checksum verification of whole snapshot tables, spread over the machine's cores.
+"""Checksum verification of whole snapshot tables.
 
-The verdict for each row is :func:`parity.core.events` 's definition; this module only
-decides where the rows are verified (:mod:`parity.io.parallel`).
+The verdict for each row is :mod:`parity.core.events`' definition; this module only decides
+where the rows are verified: the native kernel (:mod:`parity.io.native`) on the table's
+Arrow buffers when it is built, Python for the rows it leaves undecided, and Python for
+everything otherwise, spread over the machine's cores (:mod:`parity.io.parallel`).
 """
 
 from __future__ import annotations
@@ -11,17 +13,45 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from parity.core.events import _LONG_NUMBER_REGEX, _verify_rows, timestamp_texts
-from parity.io import parallel
+from parity.io import native, parallel
+
+_COLUMNS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
 
 
 def verify_checksums(table: pa.Table) -> pa.BooleanArray:
+    """Checksum validity of every row of a snapshot table (see
+    :func:`verify_checksums_python` for the columns and the verdicts)."""
+    n = table.num_rows
+    if native.kernel is None or n == 0:
+        return verify_checksums_python(table)
+    columns = {name: table.column(name).combine_chunks() for name in _COLUMNS}
+    texts = ("stream", "event_type", "payload", "checksum")
+    if not all(native.is_text(columns[name].type) for name in texts):
+        return verify_checksums_python(table)
+    flags = native.verify_columns(
+        columns["stream"],
+        columns["seq"].cast(pa.int64()),
+        columns["event_type"],
+        columns["emitted_at"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()),
+        columns["payload"],
+        columns["checksum"],
+    )
+    valid = flags == native.VALID
+    undecided = np.flatnonzero(flags == native.UNDECIDED)
+    if undecided.size:
+        rest = verify_checksums_python(table.take(pa.array(undecided)))
+        valid[undecided] = rest.to_numpy(zero_copy_only=False)
+    return pa.array(valid, pa.bool_())
+
+
+def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
     """Checksum validity of every row of a snapshot table.
 
     Needs the columns ``stream``, ``seq``, ``event_type``, ``emitted_at`` (timestamp, UTC),
     ``payload`` (JSON text) and ``checksum``. A row whose payload is not a JSON object,
     or whose values JCS cannot represent, is invalid (False), never an exception.
 
-    The rows are shared between the cores (:mod:`parity.parallel`); each share is one
+    The Python path: the rows are shared between the cores; each share is one
     Python loop that decides most rows with orjson and one sha256 (see the module
     docstring), and the rest with ``rfc8785``.
     """

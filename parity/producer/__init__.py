@@ -1,7 +1,7 @@
 """The producer SDK: what a service embeds to publish monitoring events (migration plan 2.6.2).
 
-:class:`DualWriter` numbers each event per stream, checksums and classifies it (DESIGN 2),
-broadcasts it to WebSocket subscribers and, when the cohort rule of DESIGN 5 says so,
+:class:`DualWriter` numbers each event per stream, checksums and classifies it (contract §2),
+broadcasts it to WebSocket subscribers and, when the cohort rule of contract §5 says so,
 writes it to the Supabase events table through an :class:`~parity.store.EventStore`.
 
 Decisions:
@@ -32,7 +32,7 @@ Decisions:
   ``<name>.heartbeat`` goes through the normal path: subscribers see liveness on the wire,
   and (CRITICAL by the default rules) it probes the Supabase path when critical events go
   there. Its payload has the backlog size, breaker state and subscriber count.
-- **Metrics.** Every ``metrics_window_s`` (10 s) one ``delivery_metrics`` row (DESIGN 4)
+- **Metrics.** Every ``metrics_window_s`` (10 s) one ``delivery_metrics`` row (contract §4)
   goes to a :class:`MetricsSink`: store write attempts, failures, p50/p95 latency of the
   successes. Each store call opens a connection, so connection attempts equal attempts and
   connection failures are the :class:`StoreConnectionError` ones.
@@ -321,7 +321,7 @@ def postgres_flag_source(store: Any) -> FlagSource:
 
 
 def routes_to_supabase(category: str, stream: str, flags: Mapping[str, bool | int]) -> bool:
-    """The cohort rule of DESIGN 5 for one event under the given flag values."""
+    """The cohort rule of contract §5 for one event under the given flag values."""
     if category == routing.CRITICAL and flags[routing.CRITICAL_EVENTS_SUPABASE]:
         return True
     return routing.stream_bucket(stream) < int(flags[routing.SUPABASE_ROLLOUT_PERCENTAGE])
@@ -370,7 +370,7 @@ class MetricsSink(Protocol):
 
 
 class PostgresMetricsSink:
-    """``delivery_metrics`` rows (DESIGN 4) in the schema of the events table."""
+    """``delivery_metrics`` rows (contract §4) in the schema of the events table."""
 
     def __init__(
         self, connect: Callable[[], contextlib.AbstractContextManager[Any]], table: TableName
@@ -596,7 +596,7 @@ class DualWriter:
         ):
             if not ok:
                 raise InvalidEventError(
-                    "invalid_field", f"{name} does not satisfy DESIGN 2", field=name
+                    "invalid_field", f"{name} does not satisfy contract §2", field=name
                 )
         flags = await self.flags.current()
         if not self._running:  # stopped while the flags were read

@@ -17,7 +17,6 @@ import pytest
 from checks import specs
 from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
 from checks.evaluate import evaluate_checks
-from parity.core.errors import ConfigurationError
 from parity.core.events import CATEGORIES, make_event
 from parity.core.layout import Layout
 from parity.core.report import REPORT_KEYS
@@ -115,7 +114,7 @@ def _columns(rows_: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, l
 
 
 def report(**overrides: Any) -> dict[str, Any]:
-    """A clean hour's report with every DESIGN 7 key; ``overrides`` set top-level keys."""
+    """A clean hour's report with every key of contract §6; ``overrides`` set top-level keys."""
     by_category = {
         c: {"expected_in_supabase": 0, "matched": 0, "missing_in_supabase": 0} for c in CATEGORIES
     }
@@ -269,7 +268,8 @@ def test_supabase_sequence_is_continuous_passes_on_a_clean_table():
 def test_supabase_sequence_is_continuous_fails_on_rows_lost_inside_a_stream():
     table = sb_table(rows({"health": [1, 2, 3, 7, 8], "session-a": range(5, 30)}))
     result = evaluate(specs.SUPABASE_EVENTS_SNAPSHOT, table, specs.SUPABASE_SEQUENCE_IS_CONTINUOUS)
-    assert_failed(result, dg.AssetCheckSeverity.ERROR, 3, 0, "expect_table_row_count_to_equal")
+    # A lost event is repaired, not rolled back for: WARN (no_events_lost owns the loss).
+    assert_failed(result, dg.AssetCheckSeverity.WARN, 3, 0, "expect_table_row_count_to_equal")
     assert meta(result, "sample") == [{"stream": "health", "first_missing": 4, "last_missing": 6}]
 
 
@@ -487,6 +487,7 @@ def test_specs_name_every_check_on_its_asset():
             specs.SUPABASE_KEYS_ARE_UNIQUE,
         ],
         specs.EVENT_RECONCILIATION: [
+            specs.NO_EVENTS_LOST,
             specs.DELIVERY_RATE_MEETS_SLO,
             specs.NO_CRITICAL_EVENTS_LOST,
             specs.NO_CHECKSUM_MISMATCHES,
@@ -500,31 +501,43 @@ def test_specs_name_every_check_on_its_asset():
     assert all(s.asset_key == dg.AssetKey(a) for a, ss in by_asset.items() for s in ss)
 
 
-def test_criteria_from_the_environment():
-    assert SuccessCriteria.from_env({}) == SuccessCriteria()
-    criteria = SuccessCriteria.from_env(
-        {
-            "PARITY_SLO_DELIVERY_RATE": "0.99",
-            "PARITY_SLO_P95_MS": " 750 ",
-            "PARITY_QUARANTINE_MAX_SHARE": "",
-        }
+def test_one_severity_rule_only_the_plans_rollback_reasons_are_error():
+    errors = {c.name for c in specs.CHECKS if c.severity == specs.ERROR}
+    assert errors == {
+        specs.DELIVERY_RATE_MEETS_SLO,
+        specs.NO_CRITICAL_EVENTS_LOST,
+        specs.SUPABASE_CHECKSUMS_ARE_VALID,
+        specs.SUPABASE_KEYS_ARE_UNIQUE,
+        specs.NO_CHECKSUM_MISMATCHES,
+    }
+
+
+def _report(**counts):
+    base = {
+        "partition": "2026-11-28-10:00",
+        "ws_events": 2000,
+        "expected_in_supabase": 2000,
+        "matched": 1999,
+        "missing_in_supabase": 1,
+        "missing_keys": [["debug", 1000]],
+        "by_category": {"INFORMATIONAL": {"missing_in_supabase": 1}},
+        "repair": {"state": "pending", "reason": "1 missing; repair 1 of at most 3"},
+    }
+    return {**base, **counts}
+
+
+def test_no_events_lost_names_the_keys_and_the_repair_state():
+    [result] = evaluate_checks(
+        specs.EVENT_RECONCILIATION, _report(), {specs.NO_EVENTS_LOST}, "2026-11-28-10:00"
     )
-    assert criteria == SuccessCriteria(min_delivery_rate=0.99, max_latency_p95_ms=750.0)
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "message"),
-    [
-        ("PARITY_SLO_DELIVERY_RATE", "99.9", "fraction in (0, 1]"),
-        ("PARITY_SLO_DELIVERY_RATE", "0", "fraction in (0, 1]"),
-        ("PARITY_SLO_DELIVERY_RATE", "nan", "fraction in (0, 1]"),
-        ("PARITY_SLO_P95_MS", "fast", "expected a number"),
-        ("PARITY_SLO_P95_MS", "-5", "positive number of milliseconds"),
-        ("PARITY_SLO_P95_MS", "inf", "positive number of milliseconds"),
-        ("PARITY_QUARANTINE_MAX_SHARE", "1", "fraction in [0, 1)"),
-    ],
-)
-def test_criteria_refuse_bad_values_naming_the_variable(variable: str, value: str, message: str):
-    with pytest.raises(ConfigurationError, match=variable) as raised:
-        SuccessCriteria.from_env({variable: value})
-    assert message in str(raised.value)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["sample"].value == [["debug", 1000]]
+    assert result.metadata["repair_state"].value == "pending"
+    assert result.metadata["note"].value.startswith("repair pending")
+    [whole] = evaluate_checks(
+        specs.EVENT_RECONCILIATION,
+        _report(matched=2000, missing_in_supabase=0, missing_keys=[], repair={"state": "done"}),
+        {specs.NO_EVENTS_LOST},
+        "2026-11-28-10:00",
+    )
+    assert whole.passed and whole.metadata["repair_state"].value == "done"

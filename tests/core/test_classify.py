@@ -1,4 +1,4 @@
-"""Classification rules (DESIGN 2): defaults from the migration plan, user files replace them."""
+"""Classification rules (contract §2): defaults from the migration plan, user files replace them."""
 
 from __future__ import annotations
 

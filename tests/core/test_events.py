@@ -1,4 +1,4 @@
-"""The event contract and its checksum (DESIGN 2).
+"""The event contract and its checksum (contract §2).
 
 ``data/checksum_vectors.json`` holds vectors whose RFC 8785 text was written by hand from the
 spec, with its sha256 taken by hashlib over that text: the tests check Parity against them,

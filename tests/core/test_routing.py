@@ -1,4 +1,4 @@
-"""The cohort (DESIGN 5): buckets, flag defaults, the flag timeline and the routing rule."""
+"""The cohort (contract §5): buckets, flag defaults, the flag timeline and the routing rule."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def demo_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_headless_demo_detects_every_fault_and_rolls_back(demo_root: Path) -> None:
+def test_headless_demo_detects_every_fault_rolls_back_and_repairs(demo_root: Path) -> None:
     home = demo_root / "demo"
     run = subprocess.run(
         [PARITY, "demo", "--no-ui", "--hours", "2", "--events-per-hour", "5000"]
@@ -88,6 +88,21 @@ def test_headless_demo_detects_every_fault_and_rolls_back(demo_root: Path) -> No
     assert "supabase_checksums_are_valid" in hours[first]["failed_error_checks"]
     assert "latency_p95_within_slo" in hours[first]["failed_warn_checks"]
     assert "no_critical_events_lost" in hours[last]["failed_error_checks"]
+    assert "no_events_lost" in hours[last]["failed_warn_checks"]
+
+    # The repair loop, ticked as the daemon would: the hour that lost events is backfilled
+    # and reconciled again, green with no person involved; the corrupted hour stays red (a
+    # backfill never overwrites a stored row).
+    assert summary["lost_hours"] == [last]
+    repair = summary["repair"]
+    assert [(r["job"], r["partition"], r["success"]) for r in repair["runs"]] == [
+        ("backfill_missed_events_job", last, True),
+        ("reconcile_events_job", last, True),
+    ]
+    assert repair["hours"][last] == {"colour": "green", "reasons": [], "repair": "done"}
+    assert repair["hours"][first]["colour"] == "red"
+    assert any("invalid checksums in Supabase" in r for r in repair["hours"][first]["reasons"])
+    assert f"{last}  GREEN" in run.stdout
     for key in hours:
         assert (home / "reports" / f"{key}.json").exists()
     assert list((home / "ws-log").glob("*/*.jsonl"))

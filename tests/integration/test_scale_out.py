@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from assets.reconciliation import SUPABASE_READS_POOL
+from checks.specs import CHECKS
 from orchestration.definitions import build_definitions
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_ON_CHECK_FAILURE, CheckCursor
@@ -204,7 +205,7 @@ def test_check_failure_sensor_cursor_advances_on_postgres_storage(
         assert "no_critical_events_lost" in config["reason"]
         assert first.cursor
         handled = CheckCursor.parse(first.cursor).handled
-        assert sum(len(ids) for ids in handled.values()) == 11 * len(KEYS)
+        assert sum(len(ids) for ids in handled.values()) == len(CHECKS) * len(KEYS)
 
     # A new instance object (a new daemon process would make one) on the same storage: the
     # cursor still covers every stored result, so nothing is handled twice.
@@ -220,6 +221,6 @@ def test_check_failure_sensor_cursor_advances_on_postgres_storage(
         assert again.run_key != request.run_key
         assert again.run_config["ops"]["apply_rollback"]["config"]["partitions"] == [FAULTY]
         advanced = CheckCursor.parse(third.cursor).handled
-        assert sum(len(ids) for ids in advanced.values()) == 11 * (len(KEYS) + 1)
+        assert sum(len(ids) for ids in advanced.values()) == len(CHECKS) * (len(KEYS) + 1)
         assert all(set(handled[name]) <= set(advanced[name]) for name in handled)
         assert tick(instance, third.cursor).run_requests == []

@@ -23,6 +23,11 @@ from checks.specs import (
     WS_LOG_SNAPSHOT,
     checks_for,
 )
+from orchestration.backfill_sensors import (
+    BACKFILL_MISSED_EVENTS_JOB,
+    RECONCILE_AFTER_BACKFILL,
+    REPAIR_LOST_EVENTS,
+)
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
 from orchestration.rollout import (
     CANARY_PROMOTION,
@@ -31,6 +36,7 @@ from orchestration.rollout import (
     ROLLBACK_ON_CHECK_FAILURE,
     ROLLBACK_ON_HEALTH_TRIGGERS,
 )
+from orchestration.scorecard import SCORECARD_SENSOR
 from tests.integration.webserver import Webserver, running_webserver
 
 pytestmark = pytest.mark.integration
@@ -278,8 +284,11 @@ def test_sensors(repository: dict[str, Any]) -> None:
         ROLLBACK_ON_CHECK_FAILURE: ROLLBACK_JOB,
         ROLLBACK_ON_HEALTH_TRIGGERS: ROLLBACK_JOB,
         CANARY_PROMOTION: PROMOTE_ROLLOUT_JOB,
+        REPAIR_LOST_EVENTS: BACKFILL_MISSED_EVENTS_JOB,
+        RECONCILE_AFTER_BACKFILL: RECONCILE_EVENTS_JOB,
     }
     assert set(expected_targets) <= set(sensors)
+    assert sensors[SCORECARD_SENSOR]["defaultStatus"] == "RUNNING"
     for name, job in expected_targets.items():
         sensor = sensors[name]
         assert [t["pipelineName"] for t in sensor["targets"]] == [job], name
@@ -305,7 +314,7 @@ def test_checks_show_on_their_assets(asset_nodes: dict[str, dict[str, Any]]) -> 
             assert ui["blocking"] is check.blocking, check.name
             assert ui["description"] == check.description, check.name
             assert RECONCILE_EVENTS_JOB in ui["jobNames"], check.name
-    assert len(CHECKS) == 11
+    assert len(CHECKS) == 12
 
 
 def test_secrets_show_as_variable_names(repository: dict[str, Any], pg_url: str) -> None:
@@ -316,3 +325,22 @@ def test_secrets_show_as_variable_names(repository: dict[str, Any], pg_url: str)
     assert values["database_url"]["type"] == "ENV_VAR"
     assert values["database_url"]["value"] == "PARITY_DATABASE_URL"
     assert pg_url not in json.dumps(repository)
+
+
+def test_the_knobs_in_force_and_the_alert_sensors_show(repository: dict[str, Any]) -> None:
+    """A person sees the plan's thresholds in force on the parity resource, and the alert
+    sensors running, each saying what it alerts on."""
+    resources = by_name(repository["allTopLevelResourceDetails"])
+    values = {v["key"]: v for v in resources["parity"]["configuredValues"]}
+    knobs = values["knobs"]["value"]
+    for variable, default in (
+        ("PARITY_TRIGGER_ERROR_RATE", "0.05"),
+        ("PARITY_ROLLOUT_STEPS", "10,50,100"),
+        ("PARITY_SLO_DELIVERY_RATE", "0.999"),
+        ("PARITY_ROLLBACK_DRY_RUN", "false"),
+    ):
+        assert variable in knobs and default in knobs, (variable, knobs)
+    sensors = by_name(repository["sensors"])
+    for name in ("alert_on_discrepancies", "alert_on_delivery_health", "alert_on_run_failure"):
+        assert sensors[name]["defaultStatus"] == "RUNNING", name
+        assert sensors[name]["description"], name

@@ -22,7 +22,7 @@ from parity.core.events import (
     compute_checksum,
     make_event,
 )
-from parity.io import parallel, wslog
+from parity.io import logwindow, parallel, wslog
 from parity.io.verify import verify_checksums
 
 H = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
@@ -162,7 +162,7 @@ def test_log_reader_split_over_processes(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv(parallel.WORKERS_ENV, "1")
     one = read()
     monkeypatch.setenv(parallel.WORKERS_ENV, "4")
-    monkeypatch.setattr(wslog, "SPLIT_MIN_BYTES", 1 << 10)
+    monkeypatch.setattr(logwindow, "SPLIT_MIN_BYTES", 1 << 10)
     if parallel.workers(10**6) < 2:
         pytest.skip("one core, or no fork: nothing is split")
     split = read()

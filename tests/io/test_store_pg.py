@@ -63,7 +63,7 @@ def execute(url: str, query: sql.Composable | str, params: list | None = None) -
 
 
 def create_bare_table(url: str, table: TableName) -> None:
-    """A user-made events table: DESIGN 4's columns, no unique constraint."""
+    """A user-made events table: contract §4's columns, no unique constraint."""
     execute(url, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
     execute(
         url,

@@ -95,7 +95,7 @@ class World:
 
     def duplicate_row(self, stream: str, seq: int) -> None:
         """Copy a stored row, as a retry does on a table without the unique key (which
-        this drops first; reconciliation must work on such tables, DESIGN 4)."""
+        this drops first; reconciliation must work on such tables, contract §4)."""
         ident = sql.Identifier(self.table.schema, self.table.name)
         with psycopg.connect(self.url, autocommit=True) as conn:
             names = conn.execute(

@@ -1,5 +1,5 @@
-"""The backfill asset, its job and its two sensors, in-process against the embedded
-PostgreSQL, with the resources passed explicitly."""
+"""The backfill asset, its job and the sensor that reconciles after it, in-process against
+the embedded PostgreSQL, with the resources passed explicitly."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from assets.reconciliation import build_reconciliation_assets
 from assets.resources import ParityResource
 from checks.specs import reconciliation_check_specs
 from orchestration.backfill_sensors import (
-    BACKFILL_AFTER_ROLLBACK,
     BACKFILL_MISSED_EVENTS_JOB,
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -25,7 +24,7 @@ from orchestration.backfill_sensors import (
 )
 from orchestration.io_manager import ParquetSnapshotIOManager
 from orchestration.jobs import RECONCILE_EVENTS_JOB, build_jobs
-from orchestration.rollout import RollbackConfig, rollback_job
+from orchestration.rollout import rollback_job
 from parity.core import report as reports
 from parity.io.control_pg import set_flags
 from parity.io.reports import load_report
@@ -46,7 +45,7 @@ def make_defs(world: World) -> dg.Definitions:
     recon = build_reconciliation_assets(partitions_def, reconciliation_check_specs())
     jobs, _, _ = build_jobs(recon, partitions_def, lag=dt.timedelta(minutes=15))
     backfill_assets = build_backfill_assets(partitions_def)
-    backfill_job, sensors = build_backfill_definitions(partitions_def, backfill_assets, 24)
+    backfill_job, sensors = build_backfill_definitions(partitions_def, backfill_assets)
     return dg.Definitions(
         assets=[feature_flags, *recon, *backfill_assets],
         jobs=[*jobs, rollback_job, backfill_job],
@@ -114,12 +113,15 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
         assert len(ledger[0]["sent_keys"]) == 3
 
         # The sensor asks for one reconciliation per backfilled hour, the dry run for none.
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        res = {"parity": defs.resources["parity"]}
+        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=res)
         requests = sensor.evaluate_tick(context).run_requests
         assert sorted(r.partition_key for r in requests) == KEYS
         assert all(r.job_name in (None, RECONCILE_EVENTS_JOB) for r in requests)
         assert len({r.run_key for r in requests}) == 3
-        again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=context.cursor)
+        again = dg.build_sensor_context(
+            instance=instance, definitions=defs, cursor=context.cursor, resources=res
+        )
         assert sensor.evaluate_tick(again).run_requests == []
 
         for request in requests:
@@ -134,44 +136,6 @@ def test_a_range_backfill_then_reconciliation_makes_the_hours_whole(world: World
         rerun = backfill_range(defs, instance)
         mat = rerun.get_asset_materialization_events()[0].materialization
         assert (mat.metadata["written"].value, mat.metadata["already_present"].value) == (0, 0)
-
-
-def test_a_rollback_that_changed_flags_requests_the_backfill(world: World) -> None:
-    defs = make_defs(world)
-    sensor = defs.resolve_sensor_def(BACKFILL_AFTER_ROLLBACK)
-    job = defs.resolve_job_def("rollback_job")
-    named = [KEYS[1], KEYS[0], "2026-11-27-14:00", "2099-01-01-00:00"]
-    config = dg.RunConfig(ops={"apply_rollback": RollbackConfig(reason="test", partitions=named)})
-
-    def evaluate(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult):
-        run = instance.get_run_by_id(result.run_id)
-        [record] = instance.get_records_for_run(
-            result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS
-        ).records
-        context = dg.build_run_status_sensor_context(
-            sensor_name=BACKFILL_AFTER_ROLLBACK,
-            dagster_event=record.event_log_entry.dagster_event,
-            dagster_instance=instance,
-            dagster_run=run,
-        )
-        return sensor(context)
-
-    with dg.instance_for_test() as instance:
-        first = job.execute_in_process(run_config=config, instance=instance)
-        requests = evaluate(instance, first)
-        runs = [
-            (r.partition_key, r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG))
-            for r in requests
-        ]
-        # Consecutive hours share a run; the future hour is not a partition yet.
-        assert runs == [(None, KEYS[0], KEYS[1]), ("2026-11-27-14:00", None, None)]
-        assert all(r.tags["parity/rollback_run_id"] == first.run_id for r in requests)
-        assert len({r.run_key for r in requests}) == 2
-
-        # The same rollback again changes nothing: no second backfill (no loop with the
-        # check-failure sensor).
-        second = job.execute_in_process(run_config=config, instance=instance)
-        assert isinstance(evaluate(instance, second), dg.SkipReason)
 
 
 def test_consecutive_runs_group_hours_up_to_the_limit() -> None:

@@ -8,9 +8,10 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from assets.resources import parity_resource_from_env
+from assets.resources import parity_resource
 from orchestration.definitions import build_definitions, defs
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
+from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
 
 ENV = {"PARITY_HOME": "/tmp/parity-defs-test", "PARITY_PARTITIONS_START": "2026-11-20"}
@@ -87,7 +88,7 @@ def test_default_start_is_recent(monkeypatch: pytest.MonkeyPatch):
         (dt.datetime(2026, 11, 28, 12, 30, tzinfo=dt.UTC), "90", "2026-11-28-10:00"),
     ],
 )
-def test_schedule_requests_the_last_complete_hour(env, monkeypatch, tick, lag, expected):
+def test_schedule_requests_the_last_complete_hour(world_env, monkeypatch, tick, lag, expected):
     if lag:
         monkeypatch.setenv("PARITY_SCHEDULE_LAG_MINUTES", lag)
     loaded = build_definitions()
@@ -99,6 +100,7 @@ def test_schedule_requests_the_last_complete_hour(env, monkeypatch, tick, lag, e
             instance=instance,
             scheduled_execution_time=tick,
             repository_def=loaded.get_repository_def(),
+            resources={"parity": loaded.resources["parity"]},
         )
         result = schedule.evaluate_tick(context)
     [request] = result.run_requests
@@ -116,6 +118,7 @@ def test_schedule_skips_hours_before_the_first_partition(env):
                 instance=instance,
                 scheduled_execution_time=tick,
                 repository_def=loaded.get_repository_def(),
+                resources={"parity": loaded.resources["parity"]},
             )
         )
     assert not result.run_requests
@@ -143,13 +146,57 @@ def test_backfill_over_a_range_runs_one_hour_per_run(env):
 
 
 def test_secrets_reach_dagster_as_env_vars_not_values():
-    resource = parity_resource_from_env(
-        {
-            "PARITY_HOME": "/x",
-            "PARITY_DATABASE_URL": "postgresql://u:hunter2@h/db",
-            "SUPABASE_SERVICE_ROLE_KEY": "sekrit",
-        }
-    )
+    environ = {
+        "PARITY_HOME": "/x",
+        "PARITY_DATABASE_URL": "postgresql://u:hunter2@h/db",
+        "SUPABASE_SERVICE_ROLE_KEY": "sekrit",
+        "PARITY_ALERT_URLS": "json://127.0.0.1:9/hook?token=t0ken",
+    }
+    resource = parity_resource(Settings.from_env(environ), environ)
     shown = repr(resource.__dict__) + repr(resource)
-    assert "hunter2" not in shown and "sekrit" not in shown
+    assert "hunter2" not in shown and "sekrit" not in shown and "t0ken" not in shown
     assert "PARITY_DATABASE_URL" in shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PARITY_TRIGGER_ERROR_RATE", "5%"),
+        ("PARITY_ROLLOUT_STEPS", "50,10"),
+        ("PARITY_SLO_DELIVERY_RATE", "99.9"),
+        ("PARITY_ALERT_WINDOW_MINUTES", "0"),
+        ("PARITY_ROLLBACK_DRY_RUN", "maybe"),
+    ],
+)
+def test_a_bad_knob_stops_the_code_location_naming_it(env, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=variable):
+        build_definitions()
+
+
+def test_an_unusable_alert_url_stops_the_code_location_without_showing_it(env, monkeypatch):
+    monkeypatch.setenv("PARITY_ALERT_URLS", "nosuchservice://t0ken@example.com/")
+    with pytest.raises(ConfigurationError, match="PARITY_ALERT_URLS") as raised:
+        build_definitions()
+    assert "t0ken" not in str(raised.value)
+
+
+def test_the_knobs_in_force_are_visible_in_the_ui(env, monkeypatch):
+    monkeypatch.setenv("PARITY_TRIGGER_ERROR_RATE", "0.02")
+    monkeypatch.setenv("PARITY_ROLLOUT_STEPS", "5,25,100")
+    monkeypatch.setenv("PARITY_ROLLBACK_DRY_RUN", "true")
+    loaded = build_definitions()
+    knobs = loaded.resources["parity"].knobs
+    assert knobs["PARITY_TRIGGER_ERROR_RATE"] == "0.02"
+    assert knobs["PARITY_SLO_DELIVERY_RATE"] == "0.999"  # defaults are shown too
+    health = loaded.resolve_sensor_def("rollback_on_health_triggers")
+    assert health.metadata["PARITY_TRIGGER_ERROR_RATE"].value == "0.02"
+    assert "2.00%" in (health.description or "") and "DRY RUN" in (health.description or "")
+    canary = loaded.resolve_sensor_def("canary_promotion")
+    assert canary.metadata["PARITY_ROLLOUT_STEPS"].value == "5,25,100"
+    assert "5% -> 25% -> 100%" in (canary.description or "")
+    # A step reads the same settings back from the resource: one route, one validation.
+    settings = loaded.resources["parity"].settings()
+    assert settings.knobs.triggers.error_rate_threshold == 0.02
+    assert settings.knobs.rollout.steps == (5, 25, 100)
+    assert settings.knobs.rollback_dry_run is True

@@ -82,6 +82,7 @@ def test_every_fault_is_counted_exactly(world_env: World):
     }
     error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
     assert failed == {
+        "no_events_lost": warn,
         "no_critical_events_lost": error,
         "delivery_rate_meets_slo": error,
         "no_checksum_mismatches": error,
@@ -107,7 +108,7 @@ def test_clean_hour_is_clean_and_outside_cohort_is_never_missing(world_env: Worl
     assert reports.is_clean(doc), reports.discrepancies(doc)
     assert (doc["expected_in_supabase"], doc["matched"], doc["delivery_rate"]) == (30, 30, 1.0)
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert len(result.get_asset_check_evaluations()) == 11
+    assert len(result.get_asset_check_evaluations()) == 12
     # The snapshots are stored per partition, as Parquet.
     snap = world_env.settings.layout.snapshot("ws_log_snapshot", PARTITION)
     assert pq.read_metadata(snap).num_rows == 60

@@ -1,4 +1,4 @@
--- Parity 001: the four tables of DESIGN 4, their indexes, row-level security.
+-- Parity 001: the four tables of contract §4, their indexes, row-level security.
 --
 -- Placeholders in braces are identifiers (or, where compared with the catalogs, string
 -- literals) that parity.migrate composes with psycopg.sql, so every name is quoted.
