@@ -18,11 +18,9 @@ from urllib.parse import urlsplit
 
 import httpx
 from postgrest import APIError
-from supabase import ClientOptions, create_client
 
 from parity.core.errors import (
     ConcurrentUpdateError,
-    ConfigurationError,
     FlagError,
     MissingTableError,
     StoreConnectionError,
@@ -31,6 +29,7 @@ from parity.core.errors import (
 from parity.core.routing import FLAG_DEFAULTS
 from parity.core.triggers import MetricSample
 from parity.io.flagrows import AuditRow, audit_row, checked_changes, in_force
+from parity.io.supabase_api import open_client
 from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
 
 Row = dict[str, Any]
@@ -72,26 +71,15 @@ class RestControlPlane:
         host = f"{parts.hostname or supabase_url}{f':{parts.port}' if parts.port else ''}"
         self.where = f"Supabase REST API at {host} schema {schema!r}"
         self._last_status: int | None = None
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s)),
-            follow_redirects=True,
-            event_hooks={"response": [self._remember_status]},
+        self._http, self._client = open_client(
+            supabase_url,
+            key,
+            schema,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            retry=False,
+            on_response=self._remember_status,
         )
-        options = ClientOptions(
-            schema=schema,
-            httpx_client=self._http,
-            postgrest_client_retry=False,
-            auto_refresh_token=False,
-            persist_session=False,
-        )
-        try:
-            self._client = create_client(supabase_url, key, options)
-        except Exception as exc:  # SupabaseException: a malformed URL
-            self._http.close()
-            raise ConfigurationError(
-                f"SUPABASE_URL {host!r} is not usable ({type(exc).__name__}): expected "
-                "https://<project>.supabase.co"
-            ) from None
 
     def _remember_status(self, response: httpx.Response) -> None:
         self._last_status = response.status_code

@@ -29,11 +29,9 @@ import httpx
 import pyarrow as pa
 from postgrest import APIError
 from postgrest.types import ReturnMethod
-from supabase import ClientOptions, create_client
 
 from parity.core.config import TableName
 from parity.core.errors import (
-    ConfigurationError,
     MissingTableError,
     StoreConnectionError,
     StoreError,
@@ -42,6 +40,7 @@ from parity.core.errors import (
 from parity.core.events import loads_exact
 from parity.core.redact import redact, redact_url, secrets_of
 from parity.core.schema import STORE_SCHEMA, UTC_US
+from parity.io.supabase_api import open_client
 
 #: Column list of a snapshot request; ``payload`` is cast so PostgREST returns jsonb's text.
 SELECT = "stream,seq,event_type,category,emitted_at,received_at,payload::text,checksum"
@@ -152,26 +151,15 @@ class RestStore:
         self._last_status: int | None = None
         #: The server's row cap is at least the largest page it has returned.
         self._largest_page = 0
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s)),
-            follow_redirects=True,
-            event_hooks={"response": [self._remember_status]},
+        self._http, self._client = open_client(
+            supabase_url,
+            key,
+            table.schema,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            retry=retry,
+            on_response=self._remember_status,
         )
-        options = ClientOptions(
-            schema=table.schema,
-            httpx_client=self._http,
-            postgrest_client_retry=retry,
-            auto_refresh_token=False,
-            persist_session=False,
-        )
-        try:
-            self._client = create_client(supabase_url, key, options)
-        except Exception as exc:  # SupabaseException: a malformed URL
-            self._http.close()
-            raise ConfigurationError(
-                f"SUPABASE_URL {self._where!r} is not usable ({type(exc).__name__}): expected "
-                "https://<project>.supabase.co"
-            ) from None
 
     def _remember_status(self, response: httpx.Response) -> None:
         self._last_status = response.status_code
