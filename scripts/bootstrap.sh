@@ -21,10 +21,11 @@ if [ ! -x .venv/bin/python ]; then
   "$(pick_python)" -m venv .venv
 fi
 stamp=.venv/.parity-install
-# What an install depends on: the dependency list and the interpreter. Each line of the
-# stamp is "<that hash> <extras>"; the base install is part of every extras install.
-wanted="$( (cat pyproject.toml; .venv/bin/python -VV) | .venv/bin/python -c \
-  'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+# What an install depends on: the dependency list, the native kernel's build and sources
+# (an editable install compiles them once), and the interpreter. Each line of the stamp is
+# "<that hash> <extras>"; the base install is part of every extras install.
+wanted="$( (cat pyproject.toml setup.py parity/io/native/*.[ch] 2>/dev/null || true; .venv/bin/python -VV) |
+  .venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 if [ -x .venv/bin/parity ] && [ -f "$stamp" ]; then
   if { [ -z "$extras" ] && grep -q "^$wanted " "$stamp"; } || grep -qx "$wanted $extras" "$stamp"; then
     exit 0
