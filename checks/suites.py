@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from checks import specs
 from checks.adapter import ExpectationSpec
 from checks.criteria import SAMPLE_LIMIT, SuccessCriteria
+from parity.core.keys import gap_starts
 
 CRITICAL = "CRITICAL"
 #: GE's severity for an expectation whose failure is a Dagster ERROR or WARN.
@@ -206,7 +207,7 @@ def prepare_snapshot(names: Sequence[str], snapshot: pa.Table | SnapshotParts) -
 def gap_facts(keys: SnapshotKeys, *, non_critical_span: bool) -> Facts:
     """One row per run of missing seqs strictly inside a stream's judged span."""
     code, seq = keys.code, keys.seq
-    at = np.flatnonzero((code[1:] == code[:-1]) & (np.diff(seq) > 1))
+    at = gap_starts(code, seq)
     if non_critical_span and at.size:
         at = at[_inside_non_critical_span(keys, at)]
     first, last = seq[at] + 1, seq[at + 1] - 1

@@ -196,8 +196,14 @@ def out_of_order(s: Groups, code: np.ndarray, received: np.ndarray) -> np.ndarra
     return s.order[late]
 
 
+def gap_starts(code: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Positions ``i`` of rows sorted by (stream, seq) where a run of missing seqs follows:
+    row ``i + 1`` is of the same stream and more than one seq further."""
+    return np.flatnonzero((code[1:] == code[:-1]) & (seq[1:] - seq[:-1] > 1))
+
+
 def log_gaps(streams: pa.Array, code: np.ndarray, seq: np.ndarray) -> pa.Table:
-    at = np.flatnonzero((code[1:] == code[:-1]) & (seq[1:] - seq[:-1] > 1))
+    at = gap_starts(code, seq)
     return pa.table(
         {
             "stream": streams.take(code[at]),
