@@ -254,3 +254,76 @@ def key_list(keys: pa.Table) -> list[list[Any]]:
             keys.column("stream").to_pylist(), keys.column("seq").to_pylist(), strict=True
         )
     ]
+
+
+def match_checksums(
+    w: Groups,
+    s: Groups,
+    common: np.ndarray,
+    sb_of_common: np.ndarray,
+    ws_ck: pa.Array,
+    sb_ck: pa.Array,
+    sb_received: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each log key: whether a Supabase copy has a log copy's checksum, and the
+    Supabase row that matched (earliest received), -1 when none."""
+    ck_match = np.zeros(w.m, bool)
+    chosen = np.full(w.m, -1, np.int64)
+    single = (w.counts[common] == 1) & (s.counts[sb_of_common] == 1)
+    # Keys with one copy a side (nearly all): compare the two checksums directly.
+    groups = common[single]
+    ws_rows, sb_rows = w.first_rows[groups], s.first_rows[sb_of_common[single]]
+    equal = to_numpy(pc.fill_null(pc.equal(ws_ck.take(ws_rows), sb_ck.take(sb_rows)), False))
+    equal = equal.astype(bool, copy=False)
+    ck_match[groups] = equal
+    chosen[groups[equal]] = sb_rows[equal]
+    # Keys with copies: match (key, checksum) pairs, no cross product.
+    groups = common[~single]
+    if groups.size:
+        ws_rows, ws_gid = w.rows_of(groups)
+        sb_rows, sb_gid = s.rows_of(sb_of_common[~single])
+        ws_code, sb_code = checksum_codes(ws_ck.take(ws_rows), sb_ck.take(sb_rows))
+        hit = np.isin((sb_gid << 32) | sb_code, (ws_gid << 32) | ws_code)
+        ck_match[groups[np.unique(sb_gid[hit])]] = True
+        hit_rows, hit_gid = sb_rows[hit], sb_gid[hit]
+        received = sb_received[hit_rows]
+        # Earliest received first (nulls, int64 min, go last), then one per key.
+        first = np.lexsort(
+            (np.where(received == NULL_TIME, np.iinfo(np.int64).max, received), hit_gid)
+        )
+        keep = np.ones(first.size, bool)
+        keep[1:] = hit_gid[first][1:] != hit_gid[first][:-1]
+        chosen[groups[hit_gid[first][keep]]] = hit_rows[first][keep]
+    return ck_match, chosen
+
+
+def rows_with_keys(sb: pa.Table, backfilled: pa.Table | None) -> np.ndarray:
+    """Indices of Supabase rows whose key a backfill wrote. The key list is small, so
+    filter candidates by stream and seq first, then match exactly."""
+    if backfilled is None or backfilled.num_rows == 0 or sb.num_rows == 0:
+        return np.zeros(0, np.int64)
+    maybe = pc.and_(
+        pc.is_in(sb.column("stream"), value_set=backfilled.column("stream").combine_chunks()),
+        pc.is_in(sb.column("seq"), value_set=backfilled.column("seq").combine_chunks()),
+    )
+    rows = np.flatnonzero(to_numpy(pc.fill_null(maybe, False)))
+    if rows.size == 0:
+        return rows
+    wanted = set(
+        zip(
+            backfilled.column("stream").to_pylist(),
+            backfilled.column("seq").to_pylist(),
+            strict=True,
+        )
+    )
+    streams = sb.column("stream").take(rows).to_pylist()
+    seqs = sb.column("seq").take(rows).to_pylist()
+    keep = [i for i, key in enumerate(zip(streams, seqs, strict=True)) if key in wanted]
+    return rows[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
+
+
+def invalid_rows(table: pa.Table) -> np.ndarray:
+    valid = table.column("checksum_valid")
+    if valid.null_count == 0 and pc.all(valid).as_py() is not False:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~to_numpy(pc.fill_null(valid, True)).astype(bool))

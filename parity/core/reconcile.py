@@ -64,16 +64,18 @@ from parity.core.events import CATEGORIES
 from parity.core.keys import (
     NULL_TIME,
     Groups,
-    checksum_codes,
     combined,
     duplicate_copies,
     encode_streams,
+    invalid_rows,
     key_list,
     keys_table,
     log_gaps,
+    match_checksums,
     out_of_order,
     packed_keys,
     require_columns,
+    rows_with_keys,
     seq_numbers,
     supabase_gaps,
 )
@@ -310,11 +312,11 @@ def reconcile(
     sb_in_log[sb_of_common] = True
 
     sb_received = timestamps_us(sb.column("received_at"))
-    backfilled_rows = _backfilled_rows(sb, backfilled)
+    backfilled_rows = rows_with_keys(sb, backfilled)
     if backfilled_rows.size:
         sb_received = sb_received.copy()
         sb_received[backfilled_rows] = NULL_TIME
-    ck_match, chosen = _match_checksums(w, s, common, sb_of_common, ws_ck, sb_ck, sb_received)
+    ck_match, chosen = match_checksums(w, s, common, sb_of_common, ws_ck, sb_ck, sb_received)
 
     # Per-key categories: the first log copy's; Supabase's own for keys the log lacks.
     ws_gcat = ws_cat[w.first_rows]
@@ -328,8 +330,8 @@ def reconcile(
     unexpected_g = ~sb_in_log
     ws_retry, ws_conflict = duplicate_copies(w, ws_ck)
     sb_retry, sb_conflict = duplicate_copies(s, sb_ck)
-    ws_invalid = w.group_of(ws_key, _invalid_rows(ws))
-    sb_invalid = s.group_of(sb_key, _invalid_rows(sb))
+    ws_invalid = w.group_of(ws_key, invalid_rows(ws))
+    sb_invalid = s.group_of(sb_key, invalid_rows(sb))
     ooo_rows = out_of_order(s, sb_code, sb_received)
 
     def per_cat(cats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -460,79 +462,6 @@ def reconcile_in_parts(
 def _category_codes(column: pa.ChunkedArray) -> np.ndarray:
     index = pc.fill_null(pc.index_in(column, value_set=pa.array(CATEGORIES)), _DEFAULT_CATEGORY)
     return to_numpy(index).astype(np.intp)
-
-
-def _match_checksums(
-    w: Groups,
-    s: Groups,
-    common: np.ndarray,
-    sb_of_common: np.ndarray,
-    ws_ck: pa.Array,
-    sb_ck: pa.Array,
-    sb_received: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each log key: whether a Supabase copy has a log copy's checksum, and the
-    Supabase row that matched (earliest received), -1 when none."""
-    ck_match = np.zeros(w.m, bool)
-    chosen = np.full(w.m, -1, np.int64)
-    single = (w.counts[common] == 1) & (s.counts[sb_of_common] == 1)
-    # Keys with one copy a side (nearly all): compare the two checksums directly.
-    groups = common[single]
-    ws_rows, sb_rows = w.first_rows[groups], s.first_rows[sb_of_common[single]]
-    equal = to_numpy(pc.fill_null(pc.equal(ws_ck.take(ws_rows), sb_ck.take(sb_rows)), False))
-    equal = equal.astype(bool, copy=False)
-    ck_match[groups] = equal
-    chosen[groups[equal]] = sb_rows[equal]
-    # Keys with copies: match (key, checksum) pairs, no cross product.
-    groups = common[~single]
-    if groups.size:
-        ws_rows, ws_gid = w.rows_of(groups)
-        sb_rows, sb_gid = s.rows_of(sb_of_common[~single])
-        ws_code, sb_code = checksum_codes(ws_ck.take(ws_rows), sb_ck.take(sb_rows))
-        hit = np.isin((sb_gid << 32) | sb_code, (ws_gid << 32) | ws_code)
-        ck_match[groups[np.unique(sb_gid[hit])]] = True
-        hit_rows, hit_gid = sb_rows[hit], sb_gid[hit]
-        received = sb_received[hit_rows]
-        # Earliest received first (nulls, int64 min, go last), then one per key.
-        first = np.lexsort(
-            (np.where(received == NULL_TIME, np.iinfo(np.int64).max, received), hit_gid)
-        )
-        keep = np.ones(first.size, bool)
-        keep[1:] = hit_gid[first][1:] != hit_gid[first][:-1]
-        chosen[groups[hit_gid[first][keep]]] = hit_rows[first][keep]
-    return ck_match, chosen
-
-
-def _invalid_rows(table: pa.Table) -> np.ndarray:
-    valid = table.column("checksum_valid")
-    if valid.null_count == 0 and pc.all(valid).as_py() is not False:
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(~to_numpy(pc.fill_null(valid, True)).astype(bool))
-
-
-def _backfilled_rows(sb: pa.Table, backfilled: pa.Table | None) -> np.ndarray:
-    """Indices of Supabase rows whose key a backfill wrote. The key list is small, so
-    filter candidates by stream and seq first, then match exactly."""
-    if backfilled is None or backfilled.num_rows == 0 or sb.num_rows == 0:
-        return np.zeros(0, np.int64)
-    maybe = pc.and_(
-        pc.is_in(sb.column("stream"), value_set=backfilled.column("stream").combine_chunks()),
-        pc.is_in(sb.column("seq"), value_set=backfilled.column("seq").combine_chunks()),
-    )
-    rows = np.flatnonzero(to_numpy(pc.fill_null(maybe, False)))
-    if rows.size == 0:
-        return rows
-    wanted = set(
-        zip(
-            backfilled.column("stream").to_pylist(),
-            backfilled.column("seq").to_pylist(),
-            strict=True,
-        )
-    )
-    streams = sb.column("stream").take(rows).to_pylist()
-    seqs = sb.column("seq").take(rows).to_pylist()
-    keep = [i for i, key in enumerate(zip(streams, seqs, strict=True)) if key in wanted]
-    return rows[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
 
 
 def _unclassified(table: pa.Table) -> dict[str, int]:
