@@ -82,6 +82,7 @@ class Daemon:
         context = dg.build_schedule_context(
             instance=self.instance,
             scheduled_execution_time=at,
+            resources=self.resources,
             repository_def=self.defs.get_repository_def(),
         )
         data = schedule.evaluate_tick(context)
@@ -327,7 +328,12 @@ def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
         )
 
         def tick(cursor: str | None):
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+            context = dg.build_sensor_context(
+                instance=instance,
+                cursor=cursor,
+                definitions=defs,
+                resources=dict(defs.resources or {}),
+            )
             return sensor.evaluate_tick(context)
 
         first = tick(None)
