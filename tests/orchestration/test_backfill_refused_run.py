@@ -60,7 +60,8 @@ def test_a_refused_event_does_not_block_the_repair_of_its_hour(world: World) -> 
         assert ledger[-1]["refused"] == 1 and ["health", 11] not in ledger[-1]["sent_keys"]
 
         # As the daemon does: a sensor tick, then the run it requests.
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        resources = {"parity": defs.resources["parity"]}
+        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=resources)
         [request] = sensor.evaluate_tick(context).run_requests
         again = reconcile_job.execute_in_process(
             partition_key=request.partition_key,
