@@ -61,7 +61,7 @@ def build_definitions(
     shown = knobs.to_env()
     partitions_def = hourly_partitions(settings, now)
     parity = parity_resource(settings, environ)
-    check_specs = reconciliation_check_specs()
+    check_specs = reconciliation_check_specs(partitions_def)
     check_keys = [spec.key for specs in check_specs.values() for spec in specs]
     repair_policy = RepairPolicy(max_attempts=knobs.repair_attempts, settle=knobs.repair_settle)
     assets = build_reconciliation_assets(partitions_def, check_specs, repair_policy)
