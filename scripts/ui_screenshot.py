@@ -77,15 +77,17 @@ query Latest($partition: String!) {
 """
 
 
-def seed(settings: Settings, url: str, hour: dt.datetime) -> int:
+def seed(settings: Settings, url: str, hour: dt.datetime, lost: int = 0) -> int:
     """Log the hour's events, route all of them to Supabase from a day before, insert them
-    with log-normal latencies. Returns the number of events."""
+    with log-normal latencies, all but the last ``lost`` of the health stream. Returns the
+    number of events. Each hour's seqs start where the previous hour's ended."""
     rng = random.Random(7)
+    first = 1 + 1000 * (hour.hour % 24)
     events: list[Event] = []
     for stream, event_type, count in STREAMS:
         step = 3600 / (count + 1)
-        for seq in range(1, count + 1):
-            at = hour + dt.timedelta(seconds=step * seq + rng.random())
+        for i, seq in enumerate(range(first, first + count), start=1):
+            at = hour + dt.timedelta(seconds=step * i + rng.random())
             events.append(make_event(stream, seq, event_type, at, {"seq": seq, "note": "ok"}))
     write_events(settings.ws_log_dir, events)
 
@@ -98,8 +100,11 @@ def seed(settings: Settings, url: str, hour: dt.datetime) -> int:
             0, "MONITORING_SUPABASE_ROLLOUT_PERCENTAGE", 0, 100, day_before, "seed", "ui", None
         ),
     ]
-    with psycopg.connect(url, autocommit=True) as conn:
-        import_history(conn, settings.events_table.schema, history)
+    if not lost:
+        with psycopg.connect(url, autocommit=True) as conn:
+            import_history(conn, settings.events_table.schema, history)
+    dropped = {("health", seq) for seq in range(first + 120 - lost, first + 120)}
+    events = [e for e in events if (e.stream, e.seq) not in dropped]
 
     latency = [dt.timedelta(milliseconds=min(rng.lognormvariate(4.2, 0.55), 900)) for _ in events]
     rows = pa.table(
@@ -130,6 +135,23 @@ def latest_histogram(server: Webserver, partition: str, out: Path) -> str:
     (out / "latency_histogram_from_graphql.png").write_bytes(base64.b64decode(md[len(prefix) : -1]))
     print(f"run {latest['runId']}: metadata {sorted(entries)}")
     return latest["runId"]
+
+
+def refresh_scorecard(dagster_home: Path) -> None:
+    """What the ``migration_scorecard_refresh`` sensor records, written into the instance."""
+    import dagster as dg
+
+    from assets.scorecard import MIGRATION_SCORECARD, scorecard_metadata
+    from orchestration.scorecard import scorecard_rows
+    from parity.core.knobs import SuccessCriteria
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        rows, _ = scorecard_rows(instance)
+        metadata = scorecard_metadata(rows, SuccessCriteria())
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=MIGRATION_SCORECARD, metadata=metadata)
+        )
+    print(f"scorecard: {len(rows)} hours")
 
 
 def chromium_cli(url: str, png: Path, profile: Path) -> None:
@@ -172,6 +194,11 @@ def pages(server: Webserver, partition: str, location: str) -> dict[str, tuple[s
             "latency_histogram",
         ),
         "asset-checks": (f"{server.url}/assets/{ASSET}?view=checks", "no_checksum_mismatches"),
+        "check-no-events-lost": (
+            f"{server.url}/assets/{ASSET}?view=checks&checkDetail=no_events_lost",
+            "no_events_lost",
+        ),
+        "scorecard": (f"{server.url}/assets/migration_scorecard?view=events", "red_hours"),
         "job": (
             f"{server.url}/locations/{repo}/jobs/reconcile_events_job",
             "event_reconciliation",
@@ -211,30 +238,37 @@ def screenshots(server: Webserver, partition: str, out: Path, profile: Path) -> 
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print(f"{name}: {out / f'{name}.png'} ({url})")
             if name == "asset-events":
-                _markdown_modal(page, out)
+                _markdown_modal(page, out, "latency_histogram", "latency")
+            if name == "scorecard":
+                _markdown_modal(page, out, "chart", "delivery and latency")
+            if name == "check-no-events-lost":
+                page.get_by_text("Partitions", exact=True).last.click()
+                time.sleep(3)
+                page.screenshot(path=str(out / "check-partitions.png"), full_page=True)
+                print(f"check partitions: {out / 'check-partitions.png'}")
         (out / "console.log").write_text("\n".join(messages) + "\n")
         browser.close()
 
 
-def _markdown_modal(page, out: Path) -> None:  # noqa: ANN001
+def _markdown_modal(page, out: Path, label: str, alt: str) -> None:  # noqa: ANN001
     """Markdown metadata renders behind a "[Show Markdown]" link in the metadata table."""
-    row = page.locator("tr", has_text="latency_histogram")
-    print(f"rows labelled latency_histogram: {row.count()}")
+    row = page.locator("tr", has_text=label)
+    print(f"rows labelled {label}: {row.count()}")
     link = row.get_by_text("Show Markdown")
     if not link.count():
-        img = page.locator('img[alt="latency"]')
-        print(f"no Show Markdown link; inline latency <img>: {img.count()}")
+        img = page.locator(f'img[alt="{alt}"]')
+        print(f"no Show Markdown link; inline {alt} <img>: {img.count()}")
         return
     row.first.scroll_into_view_if_needed()
-    page.screenshot(path=str(out / "asset-events-row.png"))
+    page.screenshot(path=str(out / f"{label}-row.png"))
     link.first.click()
-    img = page.locator('img[alt="latency"]')
+    img = page.locator(f'img[alt="{alt}"]')
     img.first.wait_for(state="visible", timeout=15_000)
     time.sleep(1)
-    page.screenshot(path=str(out / "latency-modal.png"))
-    print(f"modal: {out / 'latency-modal.png'}")
+    page.screenshot(path=str(out / f"{label}-modal.png"))
+    print(f"modal: {out / f'{label}-modal.png'}")
     natural = img.first.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight]")
-    print(f"latency <img> complete, natural width x height: {natural}")
+    print(f"{alt} <img> complete, natural width x height: {natural}")
     page.keyboard.press("Escape")
 
 
@@ -253,7 +287,9 @@ def main() -> int:
     partition = format_key(hour)
     try:
         url = ensure_embedded(settings)
+        lossy = format_key(hour + dt.timedelta(hours=1))
         print(f"seeded {seed(settings, url, hour)} events for {partition}")
+        print(f"seeded {seed(settings, url, hour + dt.timedelta(hours=1), lost=3)} for {lossy}")
         dagster_home = state / "dagster-home"
         dagster_home.mkdir()
         (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -264,17 +300,19 @@ def main() -> int:
             "PARITY_PARTITIONS_START": (hour - dt.timedelta(days=1)).date().isoformat(),
         }
         parity = Path(sys.executable).parent / "parity"
-        done = subprocess.run(
-            [str(parity), "reconcile", "--partition", partition],
-            env=server_env(env),
-            cwd=state,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        print(f"parity reconcile exit {done.returncode}\n{done.stdout}{done.stderr}")
-        if done.returncode not in (0, 1):
-            return 2
+        for key in (partition, lossy):
+            done = subprocess.run(
+                [str(parity), "reconcile", "--partition", key],
+                env=server_env(env),
+                cwd=state,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            print(f"parity reconcile {key} exit {done.returncode}\n{done.stdout}{done.stderr}")
+            if done.returncode not in (0, 1):
+                return 2
+        refresh_scorecard(dagster_home)
         with running_webserver(
             REPO / "workspace.yaml", env, log_dir=out / "logs", cwd=REPO, kind=args.kind
         ) as server:
