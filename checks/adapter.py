@@ -1,11 +1,10 @@
 """The one place that talks to Great Expectations 1.x.
 
 GE is imported lazily (its import takes seconds, and loading the code location must not
-pay it), in a helper process when one was started early (:mod:`checks.ge_process`, so the
-import overlaps the snapshot work), else here; its ephemeral context, pandas data source
-and whole-dataframe batch definition are created once per process and reused. It only
-ever sees the small frames the checks derive (offending rows, one-row summaries), never a
-snapshot.
+pay it) and its ephemeral context, pandas data source and whole-dataframe batch
+definition are created once per process and reused: in a helper process when one was
+started early (:mod:`checks.ge_process`), else here. It only ever sees the small frames
+the checks derive (offending rows, one-row summaries), never a snapshot.
 
 Analytics: GE 1.24 sends none (its analytics client is gone), and the context is created
 with ``analytics_enabled=False`` besides. Progress bars are off.
@@ -22,8 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-
-from checks import ge_process
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -85,16 +82,8 @@ def warm() -> None:
 
 
 def validate(suite_name: str, frame: pa.Table, expectations: Sequence[ExpectationSpec]) -> Outcome:
-    """Validate ``frame`` against the expectations with GE (BASIC result format), in the
-    helper process when there is one (:func:`checks.ge_process.start`), else here."""
-    outcome = ge_process.validate(suite_name, frame, expectations)
-    return outcome if outcome is not None else validate_here(suite_name, frame, expectations)
-
-
-def validate_here(
-    suite_name: str, frame: pa.Table, expectations: Sequence[ExpectationSpec]
-) -> Outcome:
-    """:func:`validate` in this process."""
+    """Validate ``frame`` against the expectations with GE (BASIC result format), in this
+    process (:func:`checks.ge_process.validate` chooses where)."""
     batch_definition = _context_batch_definition()
     import great_expectations as gx
 

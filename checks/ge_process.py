@@ -11,8 +11,9 @@ pickled. The parent's process tree therefore holds no extra thread, and a fork o
 parent leaves the helper alone.
 
 The helper is an accelerator, never a dependency: if it cannot start, dies, answers with a
-failure or takes longer than :data:`TIMEOUT_S`, the caller validates in its own process
-(:func:`checks.adapter.validate`), which gives the same outcome or raises the real error.
+failure or takes longer than :data:`TIMEOUT_S`, :func:`validate` validates in its own
+process (:func:`checks.adapter.validate`), which gives the same outcome or raises the real
+error.
 The helper leaves when its request pipe closes (the parent ended) and is stopped and
 reaped at the parent's exit, so its CPU time is counted with the parent's.
 """
@@ -28,10 +29,11 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from checks import adapter
+from checks.adapter import ExpectationSpec, Outcome
+
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from checks.adapter import ExpectationSpec, Outcome
 
 #: A validation (the first one includes GE's import) that takes longer is given up on and
 #: done in the caller's process.
@@ -78,8 +80,8 @@ class _Helper:
                 self.requests.send((suite_name, frame, list(expectations)))
             if self.ready and self.replies.poll(TIMEOUT_S):
                 reply = self.replies.recv()
-                if reply is not None:
-                    return reply  # type: ignore[no-any-return]
+                if isinstance(reply, Outcome):
+                    return reply
         except (OSError, EOFError):
             pass
         self.stop()
@@ -116,24 +118,20 @@ def stop() -> None:
         helper.stop()
 
 
-def validate(
-    suite_name: str, frame: pa.Table, expectations: Sequence[ExpectationSpec]
-) -> Outcome | None:
-    """The helper's outcome, or None when there is no helper or it gave none."""
+def validate(suite_name: str, frame: pa.Table, expectations: Sequence[ExpectationSpec]) -> Outcome:
+    """Validate ``frame`` against the expectations with GE: in the helper when there is one
+    and it answers, else in this process."""
     global _helper
     with _lock:
-        helper = _helper
-        if helper is None:
-            return None
-        outcome = helper.validate(suite_name, frame, expectations)
-        if outcome is None:
-            _helper = None
-        return outcome
+        outcome = None
+        if _helper is not None:
+            outcome = _helper.validate(suite_name, frame, expectations)
+            if outcome is None:
+                _helper = None
+    return outcome if outcome is not None else adapter.validate(suite_name, frame, expectations)
 
 
 def _serve(requests: Connection, replies: Connection) -> None:
-    from checks import adapter
-
     adapter.warm()
     replies.send(True)
     while True:
@@ -143,7 +141,7 @@ def _serve(requests: Connection, replies: Connection) -> None:
             return
         reply: Any = None
         try:
-            reply = adapter.validate_here(suite_name, frame, expectations)
+            reply = adapter.validate(suite_name, frame, expectations)
         except Exception:  # noqa: BLE001 - the parent validates again and raises it there
             reply = None
         replies.send(reply)

@@ -33,7 +33,7 @@ def helper():
 
 def test_the_helper_validates_as_this_process_does(helper: ge_process._Helper) -> None:
     there = helper.validate("suite.gaps", FRAME, EXPECTATIONS)
-    here = adapter.validate_here("suite.gaps", FRAME, EXPECTATIONS)
+    here = adapter.validate("suite.gaps", FRAME, EXPECTATIONS)
     assert there is not None
     assert not there.success
     assert _essentials(there) == _essentials(here)
@@ -49,7 +49,7 @@ def test_a_dead_helper_falls_back_to_this_process(
     helper.process.kill()
     helper.process.wait()
     monkeypatch.setattr(ge_process, "_helper", helper)
-    outcome = adapter.validate("suite.gaps", FRAME, EXPECTATIONS)
+    outcome = ge_process.validate("suite.gaps", FRAME, EXPECTATIONS)
     assert not outcome.success
     assert [f["type"] for f in outcome.failed] == ["expect_column_values_to_be_between"]
     assert ge_process._helper is None  # given up on, not asked again
@@ -61,5 +61,5 @@ def test_a_failing_validation_is_raised_here(
     monkeypatch.setattr(ge_process, "_helper", helper)
     wrong = [adapter.ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": "gap"})]
     with pytest.raises(Exception, match="min_value and max_value cannot both be None"):
-        adapter.validate("suite.wrong", FRAME, wrong)
+        ge_process.validate("suite.wrong", FRAME, wrong)
     assert helper.process.poll() is not None  # the helper gave no answer and was stopped
