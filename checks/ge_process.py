@@ -51,7 +51,9 @@ class _Helper:
         reply_r, reply_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "checks.ge_process", str(request_r), str(reply_w)],
+                # -P: the working directory is not put on the path, so a `checks` folder
+                # there cannot stand in for this package.
+                [sys.executable, "-P", "-m", "checks.ge_process", str(request_r), str(reply_w)],
                 pass_fds=(request_r, reply_w),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
