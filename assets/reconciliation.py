@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from assets.backfill import backfill_attempts
 from assets.failures import surface_parity_errors
 from assets.resources import ParityResource
+from checks import ge_process
 from checks.evaluate import evaluate_checks
 from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_SNAPSHOT
 from parity.core import partitions, repair, report, verdict
@@ -60,6 +61,8 @@ def _snapshot(
     moves the staged file. Returns the snapshot, its summary, the check results and what
     ``fill`` returned."""
     settings = parity.settings()
+    if context.selected_asset_check_keys:
+        ge_process.start()  # GE's import overlaps the snapshot
     with staged(settings.layout, asset, context.partition_key) as path:
         with SnapshotWriter(schema, sort_keys, spill_dir=path.parent) as sink:
             filled = fill(sink)

@@ -89,6 +89,9 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     batch), every asset check through Great Expectations part by part, reconcile part by
     part, the report. ``dagster`` is imported (the checks build ``AssetCheckResult``
     objects) but no run, instance, step or IO manager is involved."""
+    from checks import ge_process
+
+    ge_process.start()  # as `parity reconcile` does: GE's import overlaps the work below
     p = Phases()
     p("imports", _parity_imports)
     import datetime as dt
@@ -198,6 +201,99 @@ def _counts(doc: dict) -> dict:
     out = {k: doc[k] for k in REPORT_COUNTS}
     out["sequence_gaps_ws"] = len(doc["sequence_gaps_ws"])
     return out
+
+
+# -- (2b) the per-event verification cost, either side ---------------------------------------
+
+
+class _Discard:
+    """A snapshot sink that keeps only counts: the log reader's own work, without spilling."""
+
+    def __init__(self) -> None:
+        self.rows = self.valid = 0
+
+    def write(self, batch: Any) -> None:
+        self.rows += batch.num_rows
+        self.valid += batch.column("checksum_valid").true_count
+
+    def sibling(self) -> _Discard:
+        return _Discard()
+
+    def close_spill(self) -> tuple[int, int]:
+        return self.rows, self.valid
+
+    def adopt(self, counts: tuple[int, int]) -> None:
+        self.rows += counts[0]
+        self.valid += counts[1]
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of the (forked, reaped) workers it waited for."""
+    import resource
+
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+#: The Supabase side's per-row cost is measured on at most this many rows of the hour.
+VERIFY_SAMPLE_ROWS = 1_000_000
+
+
+def verify_cost(root: Path, meta: dict, home: Path) -> dict:
+    """CPU microseconds per event of verification on each side, with the kernel or without
+    it (``PARITY_NO_NATIVE=1`` in the environment): the log side is the reader's whole
+    per-line work (scan, parse, validate, canonicalise, hash, Arrow rows) into a sink that
+    discards; the Supabase side is :func:`parity.io.verify.verify_checksums` over the
+    hour's rows, timed batch by batch as they arrive (the COPY itself is not counted)."""
+    import datetime as dt
+
+    from parity.core.classify import load_rules
+    from parity.core.config import TableName
+    from parity.io import native
+    from parity.io.store_pg import PostgresStore
+    from parity.io.verify import verify_checksums
+    from parity.io.wslog import read_window
+
+    start, end = _window(meta)
+    classifier = load_rules(None)
+    sink = _Discard()
+    began = _cpu_s()
+    read = read_window(root / "ws-log", start, end, classifier=classifier,
+                       grace=dt.timedelta(hours=1), sink=sink)  # type: ignore[arg-type]  # fmt: skip
+    log_cpu = _cpu_s() - began
+    lines = sink.rows + read.quarantined.num_rows
+    store = PostgresStore(os.environ["PARITY_DATABASE_URL"],
+                          TableName.parse(f"{meta['schema']}.monitoring_events"))  # fmt: skip
+    # The rows are fetched first (up to VERIFY_SAMPLE_ROWS), so the driver's own work is
+    # not counted; then verified batch by batch, as the snapshot does.
+    batches, fetched = [], 0
+    for batch in store.snapshot_batches(start, end):
+        batches.append(batch)
+        fetched += batch.num_rows
+        if fetched >= VERIFY_SAMPLE_ROWS:
+            break
+    began = _cpu_s()
+    valid = sum(verify_checksums(batch).true_count for batch in batches)
+    sb_cpu = _cpu_s() - began
+    rows = fetched
+    return {
+        "kernel": native.kernel is not None,
+        "log_lines": lines,
+        "log_cpu_s": round(log_cpu, 3),
+        "log_us_per_event": round(log_cpu / lines * 1e6, 3) if lines else None,
+        "log_verdicts": {
+            "events": sink.rows,
+            "valid": sink.valid,
+            "quarantined": read.quarantined.num_rows,
+        },  # fmt: skip
+        "supabase_rows": rows,
+        "supabase_cpu_s": round(sb_cpu, 3),
+        "supabase_us_per_event": round(sb_cpu / rows * 1e6, 3) if rows else None,
+        "supabase_verdicts": {"rows": rows, "valid": valid},
+    }
 
 
 # -- (3) the peer pipeline -------------------------------------------------------------------
@@ -459,6 +555,7 @@ def checksums_ws(root: Path, meta: dict, home: Path) -> dict:
 MODES: dict[str, Callable[[Path, dict, Path], dict]] = {
     "io_floor": io_floor,
     "parity_plain": parity_plain,
+    "verify_cost": verify_cost,
     "peer": peer,
     "checksums_ws": checksums_ws,
     "reconcile": lambda r, m, h: _component(h, m, "reconcile"),

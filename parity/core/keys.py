@@ -130,14 +130,17 @@ class Groups:
     @classmethod
     def of(cls, keys: np.ndarray) -> Groups:
         n = keys.size
-        order = np.argsort(keys)  # introsort is several times faster than a stable sort
-        ordered = keys[order]
+        # A snapshot part is written sorted by (stream, seq), which is key order: proven here
+        # in one pass, the sort is skipped (and ties are already in row order).
+        presorted = n < 2 or bool(np.all(keys[1:] >= keys[:-1]))
+        order = np.arange(n) if presorted else np.argsort(keys)  # introsort: fastest
+        ordered = keys if presorted else keys[order]
         new = np.ones(n, bool)
         new[1:] = ordered[1:] != ordered[:-1]
         starts = np.flatnonzero(new)
         counts = np.diff(starts, append=n)
         dup = np.flatnonzero(counts > 1)
-        if dup.size:  # restore row order inside the (few) duplicate groups
+        if dup.size and not presorted:  # restore row order inside the (few) duplicate groups
             positions = ranges(starts[dup], counts[dup])
             rows = order[positions]
             order[positions] = rows[np.lexsort((rows, np.repeat(np.arange(dup.size), counts[dup])))]

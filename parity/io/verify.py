@@ -12,7 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from parity.core.events import _LONG_NUMBER_REGEX, _verify_rows, timestamp_texts
+from parity.core.events import (
+    _LONG_NUMBER_REGEX,
+    MAX_DEPTH,
+    _verify_rows,
+    exceeds_depth,
+    timestamp_texts,
+)
 from parity.io import native, parallel
 
 _COLUMNS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
@@ -49,7 +55,8 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
 
     Needs the columns ``stream``, ``seq``, ``event_type``, ``emitted_at`` (timestamp, UTC),
     ``payload`` (JSON text) and ``checksum``. A row whose payload is not a JSON object,
-    or whose values JCS cannot represent, is invalid (False), never an exception.
+    or whose values JCS cannot represent, is invalid (False), never an exception; so is one
+    nested deeper than a log line may be (:func:`too_deep`), before any parser sees it.
 
     The Python path: the rows are shared between the cores; each share is one
     Python loop that decides most rows with orjson and one sha256 (see the module
@@ -60,6 +67,9 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
         return pa.array([], pa.bool_())
     emitted = timestamp_texts(table.column("emitted_at"))
     payload = table.column("payload")
+    deep = too_deep(payload)
+    if deep.any():  # a null payload makes the row invalid in _verify_rows
+        payload = pc.if_else(pa.array(deep), pa.scalar(None, payload.type), payload)
     # loads_exact's test, vectorised: text with a long digit run needs the exact parser.
     long_runs = pc.fill_null(pc.match_substring_regex(payload, _LONG_NUMBER_REGEX), False)
     columns = [
@@ -86,3 +96,18 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
     flags = b"".join(parallel.run_shares(share, shares))
     valid = np.frombuffer(flags, dtype=np.bool_)
     return pa.array(valid, pa.bool_())
+
+
+def too_deep(payload: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per row: whether the payload text nests arrays and objects deeper than a log line
+    may (:data:`~parity.core.events.MAX_DEPTH`, counting the event object around it as
+    level 1, as the line's own object is). Bracket counts rule out almost every row at
+    once; only rows with more brackets than the limit are scanned."""
+    limit = MAX_DEPTH - 1
+    brackets = pc.add(pc.count_substring(payload, "["), pc.count_substring(payload, "{"))
+    many = pc.fill_null(pc.greater(brackets, limit), False)
+    deep = np.zeros(len(payload), dtype=bool)
+    for row in np.flatnonzero(many.to_numpy(zero_copy_only=False)).tolist():
+        text = payload[row].as_py()
+        deep[row] = exceeds_depth(text.encode() if isinstance(text, str) else text, limit)
+    return deep

@@ -177,7 +177,8 @@ def verify_columns(
             _int64_values(emitted_us),
             _string_buffers(payload),
             _string_buffers(checksum),
-            MAX_DEPTH,
+            # The payload's own object is level 2 of the event, as in a log line.
+            MAX_DEPTH - 1,
         ),
         np.uint8,
     ).copy()

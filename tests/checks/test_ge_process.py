@@ -1,0 +1,65 @@
+"""Great Expectations in a helper process gives the outcome validating here gives, and a
+helper that is gone is only a slower path, never a failed check."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from checks import adapter, ge_process
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:module 'sre_constants' is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:module 'sre_parse' is deprecated:DeprecationWarning"),
+]
+
+FRAME = pa.table({"stream": ["a", "b", "c"], "gap": [0, 3, 0]})
+EXPECTATIONS = [
+    adapter.ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": "gap", "max_value": 0}),
+    adapter.ExpectationSpec("ExpectTableRowCountToEqual", {"value": 3}, severity="warning"),
+]
+
+
+def _essentials(outcome: adapter.Outcome) -> tuple:
+    return outcome.success, outcome.failed, [r["success"] for r in outcome.document["results"]]
+
+
+@pytest.fixture
+def helper():
+    started = ge_process._Helper()
+    yield started
+    started.stop()
+
+
+def test_the_helper_validates_as_this_process_does(helper: ge_process._Helper) -> None:
+    there = helper.validate("suite.gaps", FRAME, EXPECTATIONS)
+    here = adapter.validate("suite.gaps", FRAME, EXPECTATIONS)
+    assert there is not None
+    assert not there.success
+    assert _essentials(there) == _essentials(here)
+    assert there.failed[0]["result"]["partial_unexpected_list"] == [3]
+    # It keeps serving: a second request on the same context.
+    again = helper.validate("suite.rows", FRAME, EXPECTATIONS[1:])
+    assert again is not None and again.success
+
+
+def test_a_dead_helper_falls_back_to_this_process(
+    helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper.process.kill()
+    helper.process.wait()
+    monkeypatch.setattr(ge_process, "_helper", helper)
+    outcome = ge_process.validate("suite.gaps", FRAME, EXPECTATIONS)
+    assert not outcome.success
+    assert [f["type"] for f in outcome.failed] == ["expect_column_values_to_be_between"]
+    assert ge_process._helper is None  # given up on, not asked again
+
+
+def test_a_failing_validation_is_raised_here(
+    helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ge_process, "_helper", helper)
+    wrong = [adapter.ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": "gap"})]
+    with pytest.raises(Exception, match="min_value and max_value cannot both be None"):
+        ge_process.validate("suite.wrong", FRAME, wrong)
+    assert helper.process.poll() is not None  # the helper gave no answer and was stopped
