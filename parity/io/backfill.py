@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from parity.core import partitions
 from parity.core.errors import (
@@ -102,9 +103,16 @@ class BackfillOptions:
         if self.max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}")
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
+    def retrying(self) -> Retrying:
+        """The retry policy of one batch: StoreConnectionError only, ``max_attempts`` in
+        all, waiting ``backoff_s`` doubling up to ``max_backoff_s`` between them."""
+        return Retrying(
+            retry=retry_if_exception_type(StoreConnectionError),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
+            sleep=self.sleep,
+            reraise=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -366,15 +374,10 @@ def _insert_with_retries(
     """Rows written and retries used. Re-sending a batch is safe: inserts skip keys that
     exist, so a batch committed before its acknowledgement was lost writes 0 the second
     time (``written`` then under-counts; ``skipped_existing`` holds the rest)."""
-    attempt = 1
-    while True:
-        try:
-            return store.insert_events(batch), attempt - 1
-        except StoreConnectionError:
-            if attempt >= options.max_attempts:
-                raise
-            options.sleep(options.delay(attempt))
-            attempt += 1
+    for attempt in options.retrying():
+        with attempt:
+            written = store.insert_events(batch)
+    return written, attempt.retry_state.attempt_number - 1
 
 
 def _insert_isolating(

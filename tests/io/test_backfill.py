@@ -377,8 +377,13 @@ def test_plan_on_an_empty_hour_and_keys_the_log_lacks(tmp_path: Path) -> None:
 
 
 def test_options_validate_and_back_off_exponentially() -> None:
-    options = bf.BackfillOptions(backoff_s=1.0, max_backoff_s=5.0)
-    assert [options.delay(a) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    sleeps: list[float] = []
+    options = bf.BackfillOptions(backoff_s=1.0, max_backoff_s=5.0, sleep=sleeps.append)
+    with pytest.raises(StoreConnectionError):
+        for attempt in options.retrying():
+            with attempt:
+                raise StoreConnectionError("down")
+    assert sleeps == [1.0, 2.0, 4.0, 5.0]  # five attempts, capped backoff between them
     with pytest.raises(Exception, match="batch size"):
         bf.BackfillOptions(batch_size=0)
 
