@@ -80,7 +80,7 @@ from parity.core.keys import (
     supabase_gaps,
 )
 from parity.core.latency import latency_histogram, latency_summary
-from parity.core.report import DISCREPANCY_KEYS, REPORT_KEYS
+from parity.core.report import REPORT_KEYS, discrepancy_counts
 from parity.core.routing import (
     FlagTimeline,
     buckets_of,
@@ -166,11 +166,13 @@ class Reconciliation:
 
     @property
     def clean(self) -> bool:
-        """No discrepancy of any kind (outside-cohort presence is not one). The same rule
-        as :func:`parity.report.is_clean`: Supabase gaps are runs of missing keys, so
-        ``missing_in_supabase`` already counts them."""
+        """No discrepancy of any kind, by the report's rule
+        (:func:`parity.core.report.discrepancy_counts`)."""
+        gaps = self.sequence_gaps_ws
+        missing = pc.sum(pc.subtract(gaps["last_missing"], gaps["first_missing"])).as_py()
+        log_gap_events = gaps.num_rows + int(missing or 0)
         counts = {**self.counts, "quarantined_lines": self.quarantined_lines}
-        return self.sequence_gaps_ws.num_rows == 0 and all(counts[k] == 0 for k in DISCREPANCY_KEYS)
+        return not discrepancy_counts(counts, log_gap_events)
 
     def to_report(self) -> dict[str, Any]:
         """The report (contract §6 keys, then DETAIL_KEYS); JSON-serialisable."""
