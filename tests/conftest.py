@@ -14,11 +14,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from parity.core.config import Settings, TableName
+from parity.core.config import Runtime, Settings, TableName
+from parity.io.runtime import apply_runtime
 
 # Hypothesis keeps caches in ./.hypothesis unless told otherwise; no test writes to the
 # working directory.
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="parity-hypothesis-"))
+# The test session is an entry point: PARITY_NO_NATIVE=1 (scripts/test.sh's second pass)
+# and PARITY_WORKERS hold for every test, as they would for the CLI.
+apply_runtime(Runtime.from_env(os.environ))
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from parity.core.errors import (
     EXIT_OK,
     ConfigurationError,
 )
+from parity.io.runtime import apply_runtime
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -39,11 +40,13 @@ DEMO_HOME = "demo"
 
 def with_settings(fn: Callable[..., int]) -> Callable[..., int]:
     """Hand the command the settings from the environment, read when it runs (so that
-    ``--help`` works whatever the environment holds)."""
+    ``--help`` works whatever the environment holds), their runtime applied to the process."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> int:
-        return fn(Settings.from_env(os.environ), *args, **kwargs)
+        settings = Settings.from_env(os.environ)
+        apply_runtime(settings.runtime)
+        return fn(settings, *args, **kwargs)
 
     return wrapper
 
