@@ -1,6 +1,6 @@
 """Checksum verification of whole snapshot tables.
 
-The verdict for each row is :mod:`parity.core.events`' definition; this module only decides
+The verdict for each row is :mod:`parity.core.checksum`' definition; this module only decides
 where the rows are verified: the native kernel (:mod:`parity.io.native`) on the table's
 Arrow buffers when it is built, Python for the rows it leaves undecided, and Python for
 everything otherwise, spread over the machine's cores (:mod:`parity.io.parallel`).
@@ -12,7 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from parity.core.events import _LONG_NUMBER_REGEX, _verify_rows, timestamp_texts
+from parity.core.checksum import verify_rows
+from parity.core.jsontext import LONG_NUMBER_REGEX
+from parity.core.timestamps import timestamp_texts
 from parity.io import native, parallel
 
 _COLUMNS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
@@ -61,7 +63,7 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
     emitted = timestamp_texts(table.column("emitted_at"))
     payload = table.column("payload")
     # loads_exact's test, vectorised: text with a long digit run needs the exact parser.
-    long_runs = pc.fill_null(pc.match_substring_regex(payload, _LONG_NUMBER_REGEX), False)
+    long_runs = pc.fill_null(pc.match_substring_regex(payload, LONG_NUMBER_REGEX), False)
     columns = [
         table.column("stream"),
         table.column("seq"),
@@ -72,7 +74,7 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
         table.column("checksum"),
         long_runs,
     ]
-    # What _verify_rows would otherwise ask row by row, asked once of the whole table.
+    # What verify_rows would otherwise ask row by row, asked once of the whole table.
     nulls = any(column.null_count for column in columns)
     plain = pc.all(pc.match_substring_regex(emitted, "^[0-9T:.Z-]*$")).as_py() is not False
     shares = parallel.workers(n)
@@ -81,7 +83,7 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
     def share(i: int) -> bytes:
         lo, hi = bounds[i], bounds[i + 1]
         rows = (column.slice(lo, hi - lo).to_pylist() for column in columns)
-        return _verify_rows(*rows, nulls=nulls, plain_timestamps=plain)
+        return verify_rows(*rows, nulls=nulls, plain_timestamps=plain)
 
     flags = b"".join(parallel.run_shares(share, shares))
     valid = np.frombuffer(flags, dtype=np.bool_)

@@ -15,13 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parity.core.checksum import checksum_matches, compute_checksum
 from parity.core.classify import load_rules
 from parity.core.errors import InvalidEventError
-from parity.core.events import (
-    checksum_matches,
-    compute_checksum,
-    make_event,
-)
+from parity.core.events import make_event
 from parity.io import logwindow, parallel, wslog
 from parity.io.verify import verify_checksums
 
