@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from parity.core.errors import ConcurrentUpdateError, FlagError, MissingTableError, StoreError
 from parity.core.rollout import RolloutState
 from parity.core.routing import FLAG_DEFAULTS, validate_flag
-from parity.core.triggers import MetricSample
+from parity.core.samples import MetricSample
 from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
     AuditRow,
