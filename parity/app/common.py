@@ -88,7 +88,7 @@ def describe_database(settings: Settings) -> str:
         url = urllib.parse.urlsplit(settings.supabase_url or "")
         return f"the Supabase REST API at {url.scheme}://{url.hostname or ''}"
     if settings.database_url:
-        from parity.io.store_pg import describe_target
+        from parity.io.pg_connect import describe_target
 
         return f"PostgreSQL at {describe_target(settings.database_url)}"
     return f"the embedded PostgreSQL under {settings.pgdata_dir}"

@@ -30,11 +30,7 @@ from parity.io.flagrows import (
     in_force,
     read_state_from,
 )
-from parity.io.store_pg import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    connect,
-    describe_target,
-)
+from parity.io.pg_connect import DEFAULT_CONNECT_TIMEOUT_S, connect, describe_target
 from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
 
 __all__ = [
