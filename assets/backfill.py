@@ -22,6 +22,7 @@ from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
 from parity.core.repair import MISSING_KEYS_DIGEST, Attempt, keys_digest
 from parity.io import backfill as bf
+from parity.io import backfill_ledger
 from parity.io.control import load_timeline
 from parity.io.wslog import read_window
 
@@ -97,7 +98,9 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                 read_log = functools.partial(
                     _log_events, settings.ws_log_dir, start, end, classifier, grace
                 )
-                keys = bf.report_keys(settings.layout, key, all_missing=config.all_missing)
+                keys = backfill_ledger.report_keys(
+                    settings.layout, key, all_missing=config.all_missing
+                )
                 # Which set of missing keys this backfill repairs: the repair loop counts its
                 # attempts per set (parity.core.repair).
                 digests[key] = keys_digest(keys) if keys is not None else None
@@ -107,9 +110,9 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                         ws, store, partition=key, timeline=timeline, keys=keys, options=options
                     )
                 except bf.BackfillInterruptedError as exc:
-                    bf.write_ledger(settings.layout, exc.result)
+                    backfill_ledger.write_ledger(settings.layout, exc.result)
                     raise
-                bf.write_ledger(settings.layout, result)
+                backfill_ledger.write_ledger(settings.layout, result)
                 context.log.info(_summary(result))
                 results.append(result)
         finally:

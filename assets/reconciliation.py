@@ -23,7 +23,7 @@ from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_
 from parity.core import partitions, repair, report, verdict
 from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
-from parity.io.backfill import backfilled_keys
+from parity.io.backfill_ledger import backfilled_keys
 from parity.io.control import load_timeline
 from parity.io.reports import write_report
 from parity.io.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
