@@ -69,8 +69,10 @@ class ParityResource(dg.ConfigurableResource):
         return Settings.from_env({**env, **self.knobs, **self.runtime})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """A step's process computes as the code location was configured to."""
-        apply_runtime(self.settings().runtime)
+        """A step's process computes as the code location was configured to (a resource
+        built without ``runtime`` leaves the process as its entry point set it)."""
+        if self.runtime:
+            apply_runtime(self.settings().runtime)
 
     def open_store(self) -> EventStore:
         return open_store(

@@ -217,5 +217,8 @@ def test_the_runtime_is_shown_and_applied_where_a_step_runs(env, monkeypatch):
         apply_runtime(Runtime())  # a fresh step process, before its resources are built
         with dg.build_resources({"parity": resource}):
             assert native.kernel is None and parallel._limit == 2
+        # A resource built without runtime config leaves the process as it was set.
+        with dg.build_resources({"parity": resource.model_copy(update={"runtime": {}})}):
+            assert native.kernel is None and parallel._limit == 2
     finally:
         apply_runtime(before)
