@@ -36,7 +36,7 @@ from parity.io.tables import (
     MIGRATIONS_TABLE,
     SET_FLAGS_FUNCTION,
 )
-from tests.restharness import SUPABASE_TABLE, SupabaseRest
+from tests.restharness import SUPABASE_TABLE, SupabaseRest, insert_samples
 
 pytestmark = pytest.mark.integration
 
@@ -280,18 +280,6 @@ def test_history_and_timeline_past_the_row_cap(
     timeline = control.load_timeline(plane)
     assert timeline.value_at(PERCENT, T0 + dt.timedelta(minutes=5, seconds=30)) == 6
     assert timeline.value_at(PERCENT, T0 - dt.timedelta(seconds=1)) == 0  # the default
-
-
-def insert_samples(supabase_db_url: str, now: dt.datetime, count: int, failures: int) -> None:
-    ident = sql.Identifier(TABLE.schema, METRICS_TABLE)
-    with psycopg.connect(supabase_db_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "insert into {} (sampled_at, producer, window_s, attempts, failures, "
-                "latency_p50_ms, latency_p95_ms) values (%s, 'p1', 10, 100, %s, 20, 40)"
-            ).format(ident),
-            [(now - dt.timedelta(seconds=10 * i), failures) for i in range(count)],
-        )
 
 
 def test_samples_and_health_past_the_row_cap(plane: ControlPlane, supabase_db_url: str) -> None:

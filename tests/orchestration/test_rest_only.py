@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from psycopg import sql
 
 from assets.flags import feature_flags
 from assets.resources import parity_resource_from_env
@@ -29,9 +28,8 @@ from parity.core import rollout
 from parity.core.config import Settings
 from parity.core.routing import CRITICAL_EVENTS_SUPABASE, SUPABASE_ROLLOUT_PERCENTAGE
 from parity.io import control_pg
-from parity.io.tables import METRICS_TABLE
 from tests.orchestration.test_rollback_and_sensors import rollout_floor, write_clean_reports
-from tests.restharness import SUPABASE_TABLE, SupabaseRest
+from tests.restharness import SUPABASE_TABLE, SupabaseRest, insert_samples
 
 pytestmark = pytest.mark.integration
 
@@ -79,18 +77,6 @@ def set_over_sql(supabase_db_url: str, values: dict) -> None:
         control_pg.set_flags(conn, TABLE.schema, values, actor="test", reason="setup")
 
 
-def insert_samples(supabase_db_url: str, now: dt.datetime, minutes: int, failures: int) -> None:
-    ident = sql.Identifier(TABLE.schema, METRICS_TABLE)
-    with psycopg.connect(supabase_db_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "insert into {} (sampled_at, producer, window_s, attempts, failures, "
-                "latency_p50_ms, latency_p95_ms) values (%s, 'p1', 10, 100, %s, 20, 40)"
-            ).format(ident),
-            [(now - dt.timedelta(seconds=10 * i), failures) for i in range(minutes * 6)],
-        )
-
-
 def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None = None):
     """One evaluation, as the daemon makes it: on the instance, with the code location's
     own resource (built from the environment's variables)."""
@@ -124,7 +110,7 @@ def test_health_sensor_ticks_and_its_rollback_runs_over_rest(
     with dg.instance_for_test() as instance:
         quiet = tick(sensor, instance)
         assert not quiet.run_requests  # no samples: no data, never a rollback
-        insert_samples(supabase_db_url, now, minutes=6, failures=9)  # 9% errors, sustained
+        insert_samples(supabase_db_url, now, count=6 * 6, failures=9)  # 9% errors, sustained
         [request] = tick(sensor, instance, quiet.cursor).run_requests
         result = defs.resolve_job_def(ROLLBACK_JOB).execute_in_process(
             run_config=request.run_config, instance=instance, tags=request.tags
@@ -151,7 +137,7 @@ def test_canary_sensor_ticks_and_its_promotion_runs_over_rest(
         supabase_db_url,
         {CRITICAL_EVENTS_SUPABASE: True, rollout.ROLLOUT_STATE_FLAG: state.to_json()},
     )
-    insert_samples(supabase_db_url, now, minutes=80, failures=0)
+    insert_samples(supabase_db_url, now, count=80 * 6, failures=0)
     settings = Settings.from_env(rest_env)
     write_clean_reports(
         types.SimpleNamespace(settings=settings),  # type: ignore[arg-type]
