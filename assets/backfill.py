@@ -20,9 +20,14 @@ from assets.failures import surface_parity_errors
 from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
+from parity.core.classify import Classifier
 from parity.core.repair import MISSING_KEYS_DIGEST, Attempt, keys_digest
+from parity.core.routing import FlagTimeline
 from parity.io import backfill as bf
+from parity.io import backfill_ledger
 from parity.io.control import load_timeline
+from parity.io.snapshot import SnapshotFile
+from parity.io.store import EventStore
 from parity.io.wslog import read_window
 
 GROUP = "repair"
@@ -77,12 +82,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         parity: ParityResource,
         ws_log_snapshot: dict,
     ) -> dg.MaterializeResult:
-        settings = parity.settings()
-        options = bf.BackfillOptions(
-            dry_run=config.dry_run, all_missing=config.all_missing, batch_size=config.batch_size
-        )
         classifier = parity.classifier()
-        grace = dt.timedelta(hours=parity.log_grace_hours)
         results: list[bf.BackfillResult] = []
         digests: dict[str, str | None] = {}
         plane = parity.open_control_plane()
@@ -93,23 +93,9 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         store = parity.open_store()
         try:
             for key in context.partition_keys:
-                start, end = partitions.window(key)
-                read_log = functools.partial(
-                    _log_events, settings.ws_log_dir, start, end, classifier, grace
+                result, digests[key] = _backfill_hour(
+                    key, ws_log_snapshot.get(key), parity, store, timeline, classifier, config
                 )
-                keys = bf.report_keys(settings.layout, key, all_missing=config.all_missing)
-                # Which set of missing keys this backfill repairs: the repair loop counts its
-                # attempts per set (parity.core.repair).
-                digests[key] = keys_digest(keys) if keys is not None else None
-                ws = bf.load_log_snapshot(ws_log_snapshot.get(key), read_log, keys)
-                try:
-                    result = bf.backfill(
-                        ws, store, partition=key, timeline=timeline, keys=keys, options=options
-                    )
-                except bf.BackfillInterruptedError as exc:
-                    bf.write_ledger(settings.layout, exc.result)
-                    raise
-                bf.write_ledger(settings.layout, result)
                 context.log.info(_summary(result))
                 results.append(result)
         finally:
@@ -117,6 +103,38 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         return dg.MaterializeResult(metadata=backfill_metadata(results, digests))
 
     return [missed_events_backfill]
+
+
+def _backfill_hour(
+    key: str,
+    snapshot: SnapshotFile | None,
+    parity: ParityResource,
+    store: EventStore,
+    timeline: FlagTimeline,
+    classifier: Classifier,
+    config: BackfillConfig,
+) -> tuple[bf.BackfillResult, str | None]:
+    """One hour: the report's missing keys (every key with ``all_missing``), the log's copies
+    of them, the writes, the ledger. Also which set of missing keys it repairs: the repair
+    loop counts its attempts per set (parity.core.repair)."""
+    settings = parity.settings()
+    start, end = partitions.window(key)
+    grace = dt.timedelta(hours=parity.log_grace_hours)
+    read_log = functools.partial(_log_events, settings.ws_log_dir, start, end, classifier, grace)
+    keys = backfill_ledger.report_keys(settings.layout, key, all_missing=config.all_missing)
+    ws = bf.load_log_snapshot(snapshot, read_log, keys)
+    options = bf.BackfillOptions(
+        dry_run=config.dry_run, all_missing=config.all_missing, batch_size=config.batch_size
+    )
+    try:
+        result = bf.backfill(
+            ws, store, partition=key, timeline=timeline, keys=keys, options=options
+        )
+    except bf.BackfillInterruptedError as exc:
+        backfill_ledger.write_ledger(settings.layout, exc.result)
+        raise
+    backfill_ledger.write_ledger(settings.layout, result)
+    return result, keys_digest(keys) if keys is not None else None
 
 
 def _log_events(log_dir, start, end, classifier, grace) -> pa.Table:  # noqa: ANN001

@@ -24,7 +24,7 @@ from checks.specs import EVENT_RECONCILIATION, SUPABASE_EVENTS_SNAPSHOT, WS_LOG_
 from parity.core import partitions, repair, report, verdict
 from parity.core.reconcile import LOG_COLUMNS, SUPABASE_COLUMNS, reconcile_in_parts
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
-from parity.io.backfill import backfilled_keys
+from parity.io.backfill_ledger import backfilled_keys
 from parity.io.control import load_timeline
 from parity.io.reports import write_report
 from parity.io.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
@@ -102,9 +102,19 @@ def build_reconciliation_assets(
     """The assets on one hourly partitions definition (its start date is configurable, so
     the definitions are built when the code location loads, not at import).
     ``repair_policy``: the repair loop's limits, for the repair state each hour records."""
-    repair_policy = repair_policy or repair.RepairPolicy()
     specs = check_specs or {}
+    return [
+        _ws_log_snapshot_asset(partitions_def, specs.get(WS_LOG_SNAPSHOT)),
+        _supabase_events_snapshot_asset(partitions_def, specs.get(SUPABASE_EVENTS_SNAPSHOT)),
+        _event_reconciliation_asset(
+            partitions_def, specs.get(EVENT_RECONCILIATION), repair_policy or repair.RepairPolicy()
+        ),
+    ]
 
+
+def _ws_log_snapshot_asset(
+    partitions_def: dg.PartitionsDefinition, check_specs: list[dg.AssetCheckSpec] | None
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=WS_LOG_SNAPSHOT,
         partitions_def=partitions_def,
@@ -112,7 +122,7 @@ def build_reconciliation_assets(
         kinds={"python", "parquet"},
         io_manager_key="snapshot_io_manager",
         backfill_policy=ONE_HOUR_PER_RUN,
-        check_specs=specs.get(WS_LOG_SNAPSHOT),
+        check_specs=check_specs,
         description=(
             "Every monitoring event the WebSocket broadcast logged for the hour (by emitted_at), "
             "the source of truth. Lines that cannot be read as events are quarantined, "
@@ -155,6 +165,12 @@ def build_reconciliation_assets(
         yield dg.Output(snap, metadata=metadata)
         yield from results
 
+    return ws_log_snapshot
+
+
+def _supabase_events_snapshot_asset(
+    partitions_def: dg.PartitionsDefinition, check_specs: list[dg.AssetCheckSpec] | None
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=SUPABASE_EVENTS_SNAPSHOT,
         partitions_def=partitions_def,
@@ -164,7 +180,7 @@ def build_reconciliation_assets(
         backfill_policy=ONE_HOUR_PER_RUN,
         # deploy/dagster.yaml limits concurrent Supabase reads through this pool.
         pool=SUPABASE_READS_POOL,
-        check_specs=specs.get(SUPABASE_EVENTS_SNAPSHOT),
+        check_specs=check_specs,
         description=(
             "Every row of the Supabase events table whose emitted_at falls in the hour, "
             "duplicates included, with checksums recomputed."
@@ -200,6 +216,14 @@ def build_reconciliation_assets(
         yield dg.Output(snap, metadata=metadata)
         yield from results
 
+    return supabase_events_snapshot
+
+
+def _event_reconciliation_asset(
+    partitions_def: dg.PartitionsDefinition,
+    check_specs: list[dg.AssetCheckSpec] | None,
+    repair_policy: repair.RepairPolicy,
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=EVENT_RECONCILIATION,
         partitions_def=partitions_def,
@@ -207,7 +231,7 @@ def build_reconciliation_assets(
         kinds={"python"},
         deps=[FEATURE_FLAGS],
         backfill_policy=ONE_HOUR_PER_RUN,
-        check_specs=specs.get(EVENT_RECONCILIATION),
+        check_specs=check_specs,
         description=(
             "The hour's log against Supabase: missing, unexpected, duplicated and corrupted "
             "events, sequence gaps, out-of-order arrivals, latency and delivery rate, per "
@@ -221,33 +245,14 @@ def build_reconciliation_assets(
         ws_log_snapshot: SnapshotFile,
         supabase_events_snapshot: SnapshotFile,
     ):
-        settings = parity.settings()
-        start, end = partitions.window(context.partition_key)
-        plane = parity.open_control_plane()
-        try:
-            timeline = load_timeline(plane)
-        finally:
-            plane.close()
-        quarantined = _quarantined_lines(settings.layout.quarantine(context.partition_key))
-        # One pair of parts (the same streams on both sides) in memory at a time.
-        result = reconcile_in_parts(
-            aligned_parts(ws_log_snapshot, supabase_events_snapshot, LOG_COLUMNS, SUPABASE_COLUMNS),
-            timeline=timeline,
-            window_start=start,
-            window_end=end,
-            partition=context.partition_key,
-            quarantined_lines=quarantined,
-            sample_limit=SAMPLE_LIMIT,
-            backfilled=backfilled_keys(settings.layout, context.partition_key),
-        )
-        doc = result.to_report()
-        decision = _repair_state(context, doc, end)
+        doc = _reconcile(context.partition_key, parity, ws_log_snapshot, supabase_events_snapshot)
+        decision = _repair_state(context, doc, repair_policy)
         doc["repair"] = {
             "state": decision.state.value,
             "reason": decision.reason,
             repair.MISSING_KEYS_DIGEST: repair.keys_digest(doc["missing_keys"]),
         }
-        path = write_report(settings.layout, doc)
+        path = write_report(parity.settings().layout, doc)
         checks = list(_checks(context, parity, EVENT_RECONCILIATION, doc))
         judged = verdict.hour_verdict(
             doc,
@@ -263,22 +268,48 @@ def build_reconciliation_assets(
         )
         yield from checks
 
-    def _repair_state(
-        context: dg.AssetExecutionContext, doc: dict, end: dt.datetime
-    ) -> repair.Decision:
-        """Where the hour's repair stands, as the repair sensor will see it (it adds the
-        runs in flight and the attempts made)."""
-        return repair.decide(
-            missing=int(doc["missing_in_supabase"]),
-            digest=repair.keys_digest(doc["missing_keys"]),
-            window_end=end,
-            reconciled_order=sys.maxsize,  # newer than every backfill recorded so far
-            attempts=backfill_attempts(context.instance, context.partition_key),
-            policy=repair_policy,
-            now=dt.datetime.now(dt.UTC),
-        )
+    return event_reconciliation
 
-    return [ws_log_snapshot, supabase_events_snapshot, event_reconciliation]
+
+def _reconcile(
+    partition: str, parity: ParityResource, ws: SnapshotFile, sb: SnapshotFile
+) -> dict[str, Any]:
+    """The hour's report: the two snapshots reconciled against the flag timeline, one pair
+    of parts (the same streams on both sides) in memory at a time."""
+    settings = parity.settings()
+    start, end = partitions.window(partition)
+    plane = parity.open_control_plane()
+    try:
+        timeline = load_timeline(plane)
+    finally:
+        plane.close()
+    result = reconcile_in_parts(
+        aligned_parts(ws, sb, LOG_COLUMNS, SUPABASE_COLUMNS),
+        timeline=timeline,
+        window_start=start,
+        window_end=end,
+        partition=partition,
+        quarantined_lines=_quarantined_lines(settings.layout.quarantine(partition)),
+        sample_limit=SAMPLE_LIMIT,
+        backfilled=backfilled_keys(settings.layout, partition),
+    )
+    return result.to_report()
+
+
+def _repair_state(
+    context: dg.AssetExecutionContext, doc: dict, policy: repair.RepairPolicy
+) -> repair.Decision:
+    """Where the hour's repair stands, as the repair sensor will see it (it adds the runs in
+    flight and the attempts made)."""
+    return repair.decide(
+        missing=int(doc["missing_in_supabase"]),
+        digest=repair.keys_digest(doc["missing_keys"]),
+        window_end=partitions.window(context.partition_key)[1],
+        reconciled_order=sys.maxsize,  # newer than every backfill recorded so far
+        attempts=backfill_attempts(context.instance, context.partition_key),
+        policy=policy,
+        now=dt.datetime.now(dt.UTC),
+    )
 
 
 def _invalid_keys(snapshot: SnapshotFile) -> list[list]:

@@ -16,6 +16,7 @@ import pydantic
 from parity.core.classify import Classifier, load_rules
 from parity.core.config import Settings
 from parity.io.control import ControlPlane, open_control_plane
+from parity.io.runtime import apply_runtime
 from parity.io.store import EventStore, open_store
 
 #: Input metadata asking the IO manager for ``{partition key: snapshot or None}`` over every
@@ -53,6 +54,11 @@ class ParityResource(dg.ConfigurableResource):
         description="The plan's knobs in force, by environment variable (see the README): "
         "trigger, SLO, rollout, repair and alert thresholds, and rollback dry-run.",
     )
+    runtime: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="How steps compute, by environment variable (see the README): "
+        "PARITY_WORKERS and PARITY_NO_NATIVE. The results are the same either way.",
+    )
     log_grace_hours: int = 1
     connect_timeout_s: float = 10.0
     statement_timeout_s: float = 300.0
@@ -60,7 +66,13 @@ class ParityResource(dg.ConfigurableResource):
     def settings(self) -> Settings:
         """The settings these fields describe, validated as the code location's were."""
         env = {var: value for var, name in ENV_FIELDS.items() if (value := getattr(self, name))}
-        return Settings.from_env({**env, **self.knobs})
+        return Settings.from_env({**env, **self.knobs, **self.runtime})
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A step's process computes as the code location was configured to (a resource
+        built without ``runtime`` leaves the process as its entry point set it)."""
+        if self.runtime:
+            apply_runtime(self.settings().runtime)
 
     def open_store(self) -> EventStore:
         return open_store(
@@ -89,7 +101,11 @@ def parity_resource(settings: Settings, environ: Mapping[str, str]) -> ParityRes
     }
     if "supabase_key" not in fields and environ.get("SUPABASE_SECRET_KEY", "").strip():
         fields["supabase_key"] = dg.EnvVar("SUPABASE_SECRET_KEY")
-    return ParityResource(**fields, knobs=settings.knobs.to_env())  # type: ignore[arg-type]
+    return ParityResource(
+        **fields,  # type: ignore[arg-type]
+        knobs=settings.knobs.to_env(),
+        runtime=settings.runtime.to_env(),
+    )
 
 
 def parity_resource_from_env(environ: Mapping[str, str] | None = None) -> ParityResource:

@@ -84,9 +84,10 @@ def generate(cache: Path, n: int, seed: int = 7) -> dict[str, Any]:
     import orjson
     import pyarrow as pa
 
+    from parity.core.checksum import compute_checksum
     from parity.core.config import Settings, TableName
     from parity.core.errors import InvalidEventError
-    from parity.core.events import compute_checksum, format_timestamp
+    from parity.core.timestamps import format_timestamp
     from parity.io.embedded import ensure_embedded
     from parity.io.store_pg import PostgresStore
 

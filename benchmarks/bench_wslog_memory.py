@@ -57,7 +57,8 @@ def generate(log_dir: Path, size_bytes: int, seed: int = 7) -> dict:
     """Write the log; returns per-file sizes and line counts."""
     import orjson
 
-    from parity.core.events import compute_checksum, format_timestamp
+    from parity.core.checksum import compute_checksum
+    from parity.core.timestamps import format_timestamp
 
     def checksum(stream: str, seq: int, event_type: str, emitted: str, payload: dict) -> str:
         # For these payloads (ASCII text, small ints, non-integral short floats) the sorted

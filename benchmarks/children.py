@@ -36,6 +36,15 @@ class Phases:
         return out
 
 
+def _apply_runtime() -> None:
+    """``PARITY_WORKERS`` and ``PARITY_NO_NATIVE`` of the run, as every entry point applies
+    them (after the measured imports)."""
+    from parity.core.config import Runtime
+    from parity.io.runtime import apply_runtime
+
+    apply_runtime(Runtime.from_env(os.environ))
+
+
 def _window(meta: dict) -> tuple[Any, Any]:
     from parity.core.partitions import window
 
@@ -94,6 +103,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     ge_process.start()  # as `parity reconcile` does: GE's import overlaps the work below
     p = Phases()
     p("imports", _parity_imports)
+    _apply_runtime()
     import datetime as dt
 
     import pyarrow.parquet as pq
@@ -546,6 +556,7 @@ def checksums_ws(root: Path, meta: dict, home: Path) -> dict:
     what the checksum share of the log read costs (the reader verifies line by line)."""
     from parity.io.verify import verify_checksums
 
+    _apply_runtime()
     ws, _ = _snapshots(home, meta)
     began = time.perf_counter()
     valid = verify_checksums(ws)

@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from checks import adapter, ge_process, specs, suites
+from checks import adapter, ge_process, report_checks, snapshot_checks, specs, suites
 from checks.criteria import SuccessCriteria
 from parity.core.layout import Layout
 from parity.io.files import write_json_atomic
@@ -39,7 +39,7 @@ def evaluate_checks(
     """Yield a result for each check of ``asset`` named in ``selected``.
 
     ``data``: for the snapshot assets, the snapshot as a table or as anything with
-    ``parts(columns)`` (:class:`checks.suites.SnapshotParts`), read once, part by part;
+    ``parts(columns)`` (:class:`checks.snapshot_checks.SnapshotParts`), read once, part by part;
     for ``event_reconciliation``, the report dict. ``layout``: where GE's results are
     written (nothing is written when None). ``criteria``: the thresholds; the asset passes
     those of the settings the code location was built with (the plan's by default).
@@ -74,16 +74,16 @@ def _prepare(
     asset: str, checks: list[specs.CheckDef], data: object, criteria: SuccessCriteria
 ) -> list[suites.Prepared]:
     names = [check.name for check in checks]
-    if all(name in suites.SNAPSHOT_CHECKS for name in names):
-        if not isinstance(data, pa.Table | suites.SnapshotParts):
+    if all(name in snapshot_checks.SNAPSHOT_CHECKS for name in names):
+        if not isinstance(data, pa.Table | snapshot_checks.SnapshotParts):
             raise TypeError(
                 f"{asset}: expected the snapshot as a pyarrow Table or an object with "
                 f".parts(columns), got {type(data).__name__}"
             )
-        return suites.prepare_snapshot(names, data)
+        return snapshot_checks.prepare_snapshot(names, data)
     if not isinstance(data, Mapping):
         raise TypeError(f"{asset}: expected the report as a mapping, got {type(data).__name__}")
-    return [suites.BUILDERS[name](data, criteria) for name in names]
+    return [report_checks.BUILDERS[name](data, criteria) for name in names]
 
 
 def _result(

@@ -271,32 +271,10 @@ def build_repair_sensor(
             if not hour.missing or not partitions_def.has_partition_key(hour.partition):
                 continue
             attempts = backfill_attempts(context.instance, hour.partition)
-            finished, running = repair_runs(context.instance, hour.partition, hour.digest)
-            decision = repair.decide(
-                missing=hour.missing,
-                digest=hour.digest,
-                window_end=partitions.window(hour.partition)[1],
-                reconciled_order=hour.storage_id,
-                attempts=attempts,
-                policy=policy,
-                now=now,
-                automatic_runs=finished,
-                running=running,
-            )
+            decision = _decide_repair(context.instance, hour, attempts, policy, now)
             notes.append(f"{hour.partition}: {decision.state.value} ({decision.reason})")
             if decision.repair:
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"repair-{hour.partition}-{hour.digest}-{decision.attempt}",
-                        partition_key=hour.partition,
-                        tags={
-                            TRIGGER_TAG: "repair",
-                            REPAIR_PARTITION_TAG: hour.partition,
-                            REPAIR_DIGEST_TAG: hour.digest,
-                            REPAIR_ATTEMPT_TAG: str(decision.attempt),
-                        },
-                    )
-                )
+                requests.append(_repair_request(hour, decision))
             settled = not attempts or attempts[-1].order < hour.storage_id
             marker = f"{hour.partition}:{hour.digest}"
             if (
@@ -314,6 +292,42 @@ def build_repair_sensor(
         return dg.SensorResult(run_requests=requests, asset_events=events)
 
     return repair_lost_events
+
+
+def _decide_repair(
+    instance: dg.DagsterInstance,
+    hour: LatestReconciliation,
+    attempts: list[repair.Attempt],
+    policy: repair.RepairPolicy,
+    now: dt.datetime,
+) -> repair.Decision:
+    """The repair loop's decision for the hour, with the repair runs of its set of keys."""
+    finished, running = repair_runs(instance, hour.partition, hour.digest)
+    return repair.decide(
+        missing=hour.missing,
+        digest=hour.digest,
+        window_end=partitions.window(hour.partition)[1],
+        reconciled_order=hour.storage_id,
+        attempts=attempts,
+        policy=policy,
+        now=now,
+        automatic_runs=finished,
+        running=running,
+    )
+
+
+def _repair_request(hour: LatestReconciliation, decision: repair.Decision) -> dg.RunRequest:
+    """The backfill run of one repair attempt; its run key makes it once."""
+    return dg.RunRequest(
+        run_key=f"repair-{hour.partition}-{hour.digest}-{decision.attempt}",
+        partition_key=hour.partition,
+        tags={
+            TRIGGER_TAG: "repair",
+            REPAIR_PARTITION_TAG: hour.partition,
+            REPAIR_DIGEST_TAG: hour.digest,
+            REPAIR_ATTEMPT_TAG: str(decision.attempt),
+        },
+    )
 
 
 def impossible_observation(

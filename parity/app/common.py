@@ -24,6 +24,7 @@ from parity.core.errors import (
     EXIT_OK,
     ConfigurationError,
 )
+from parity.io.runtime import apply_runtime
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -39,11 +40,13 @@ DEMO_HOME = "demo"
 
 def with_settings(fn: Callable[..., int]) -> Callable[..., int]:
     """Hand the command the settings from the environment, read when it runs (so that
-    ``--help`` works whatever the environment holds)."""
+    ``--help`` works whatever the environment holds), their runtime applied to the process."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> int:
-        return fn(Settings.from_env(os.environ), *args, **kwargs)
+        settings = Settings.from_env(os.environ)
+        apply_runtime(settings.runtime)
+        return fn(settings, *args, **kwargs)
 
     return wrapper
 
@@ -85,7 +88,7 @@ def describe_database(settings: Settings) -> str:
         url = urllib.parse.urlsplit(settings.supabase_url or "")
         return f"the Supabase REST API at {url.scheme}://{url.hostname or ''}"
     if settings.database_url:
-        from parity.io.store_pg import describe_target
+        from parity.io.pg_connect import describe_target
 
         return f"PostgreSQL at {describe_target(settings.database_url)}"
     return f"the embedded PostgreSQL under {settings.pgdata_dir}"

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parity.core.errors import ConfigurationError
-from parity.core.knobs import Knobs
+from parity.core.knobs import Knobs, boolean
 from parity.core.layout import Layout
 from parity.core.partitions import floor_hour
 
 DEFAULT_EVENTS_TABLE = "public.monitoring_events"
+WORKERS_ENV = "PARITY_WORKERS"
+NO_NATIVE_ENV = "PARITY_NO_NATIVE"
 #: Default first hourly partition: a recent date, so a new deployment's partition list is short.
 DEFAULT_PARTITIONS_LOOKBACK = dt.timedelta(days=7)
 
@@ -88,6 +90,40 @@ def parse_partition_start(text: str) -> dt.datetime:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """How this process computes, never what it decides: the results are the same either
+    way. Each entry point (the CLI, the code location and its steps, the benchmarks, the
+    tests) applies it with :func:`parity.io.runtime.apply_runtime`; forked workers inherit it.
+    """
+
+    #: Processes the log reader and checksum verification may use (``PARITY_WORKERS``);
+    #: None: the usable cores; 1: no fork.
+    workers: int | None = None
+    #: Verify with the native kernel when it is built (``PARITY_NO_NATIVE=1`` turns it off).
+    native: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Runtime:
+        workers = env.get(WORKERS_ENV, "").strip()
+        if workers and not (workers.isdigit() and int(workers) >= 1):
+            raise ConfigurationError(
+                f"{WORKERS_ENV}={workers!r}: expected a whole number of processes, at least 1"
+            )
+        no_native = env.get(NO_NATIVE_ENV, "").strip()
+        return cls(
+            workers=int(workers) if workers else None,
+            native=not (no_native and boolean(NO_NATIVE_ENV, no_native)),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that give this runtime (what the Dagster resource shows)."""
+        env = {NO_NATIVE_ENV: "0" if self.native else "1"}
+        if self.workers is not None:
+            env[WORKERS_ENV] = str(self.workers)
+        return env
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     ws_log_dir: Path
@@ -101,6 +137,7 @@ class Settings:
     alert_urls: str | None = field(default=None, repr=False)
     rules_path: Path | None = None
     knobs: Knobs = field(default_factory=Knobs)
+    runtime: Runtime = field(default_factory=Runtime)
 
     @property
     def transport(self) -> str:
@@ -160,4 +197,5 @@ class Settings:
             alert_urls=get("PARITY_ALERT_URLS"),
             rules_path=Path(rules) if rules else None,
             knobs=Knobs.from_env(env),
+            runtime=Runtime.from_env(env),
         )

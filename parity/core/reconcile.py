@@ -44,17 +44,13 @@ and reductions; Python objects appear only for the report's lists and samples.
 
 Streams partition an hour cleanly, so an hour can be reconciled in pieces by stream
 (:func:`split_by_stream`, :func:`reconcile_in_parts`) and the pieces merged with
-:meth:`Reconciliation.merge`: counts add, key lists concatenate in (stream, seq) order,
-samples keep the first ``sample_limit`` keys, and the latency percentiles stay exact
-because each piece keeps its raw latencies (int64 microseconds, 8 bytes per matched event).
+:meth:`parity.core.reconciliation.Reconciliation.merge`, exactly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +64,6 @@ from parity.core.keys import (
     duplicate_copies,
     encode_streams,
     invalid_rows,
-    key_list,
     keys_table,
     log_gaps,
     match_checksums,
@@ -79,8 +74,7 @@ from parity.core.keys import (
     seq_numbers,
     supabase_gaps,
 )
-from parity.core.latency import latency_histogram, latency_summary
-from parity.core.report import DISCREPANCY_KEYS, REPORT_KEYS
+from parity.core.reconciliation import Reconciliation
 from parity.core.routing import (
     FlagTimeline,
     buckets_of,
@@ -90,28 +84,6 @@ from parity.core.routing import (
     to_numpy,
 )
 from parity.core.schema import SUPABASE_SNAPSHOT_SCHEMA, WS_SNAPSHOT_SCHEMA
-
-#: Detail keys Parity adds after the contract's (contract §6).
-DETAIL_KEYS = (
-    "clean",
-    "sequence_gaps_supabase",
-    "duplicates_ws_retry",
-    "duplicates_ws_conflicting",
-    "duplicates_supabase_retry",
-    "duplicates_supabase_conflicting",
-    "expected_checksum_mismatches",
-    "present_outside_cohort",
-    "unexpected_keys",
-    "checksum_mismatch_keys",
-    "out_of_order_keys",
-    "sample_limit",
-    "unclassified_types",
-    "latency_histogram",
-    "missing_critical_keys",
-    "backfilled_rows",
-)
-#: The additive counts reported per category (``by_category`` adds ``delivery_rate``).
-CATEGORY_COUNTS = REPORT_KEYS[3:14] + ("out_of_order_supabase",)
 
 _COMMON_COLUMNS = (
     "stream",
@@ -129,129 +101,6 @@ LOG_COLUMNS = list(_COMMON_COLUMNS)
 SUPABASE_COLUMNS = list(_SB_COLUMNS)
 _DEFAULT_CATEGORY = CATEGORIES.index("INFORMATIONAL")
 _CRITICAL = CATEGORIES.index("CRITICAL")
-
-
-@dataclass(frozen=True, eq=False)
-class Reconciliation:
-    """The outcome of reconciling one hour (or one stream piece of it).
-
-    Compare reports (:meth:`to_report`), not objects: key lists are Arrow tables and the
-    latencies a numpy array.
-    """
-
-    partition: str
-    window_start: dt.datetime
-    window_end: dt.datetime
-    counts: Mapping[str, int]  # CATEGORY_COUNTS plus the split and cohort details
-    by_category: Mapping[str, Mapping[str, int]]
-    missing_keys: pa.Table  # stream, seq; sorted
-    missing_critical_keys: pa.Table  # the CRITICAL ones among them
-    sequence_gaps_ws: pa.Table  # stream, first_missing, last_missing; sorted
-    sequence_gaps_supabase: pa.Table
-    unexpected_keys: pa.Table  # samples: the first sample_limit keys in (stream, seq) order
-    checksum_mismatch_keys: pa.Table
-    out_of_order_keys: pa.Table
-    unclassified_types: Mapping[str, Mapping[str, int]]  # side -> event_type -> rows
-    latencies_us: np.ndarray = field(repr=False)
-    quarantined_lines: int = 0
-    sample_limit: int = 100
-
-    @property
-    def delivery_rate(self) -> float:
-        return _rate(self.counts["matched"], self.counts["expected_in_supabase"])
-
-    @property
-    def latency_ms(self) -> dict[str, float | None]:
-        return latency_summary(self.latencies_us)
-
-    @property
-    def clean(self) -> bool:
-        """No discrepancy of any kind (outside-cohort presence is not one). The same rule
-        as :func:`parity.report.is_clean`: Supabase gaps are runs of missing keys, so
-        ``missing_in_supabase`` already counts them."""
-        counts = {**self.counts, "quarantined_lines": self.quarantined_lines}
-        return self.sequence_gaps_ws.num_rows == 0 and all(counts[k] == 0 for k in DISCREPANCY_KEYS)
-
-    def to_report(self) -> dict[str, Any]:
-        """The report (contract §6 keys, then DETAIL_KEYS); JSON-serialisable."""
-        c = self.counts
-        by_category = {
-            category: {
-                **{k: int(v) for k, v in counts.items()},
-                "delivery_rate": _rate(counts["matched"], counts["expected_in_supabase"]),
-            }
-            for category, counts in self.by_category.items()
-        }
-        report: dict[str, Any] = {
-            "partition": self.partition,
-            "window_start": _rfc3339(self.window_start),
-            "window_end": _rfc3339(self.window_end),
-            **{k: int(c[k]) for k in REPORT_KEYS[3:14]},
-            "sequence_gaps_ws": self.sequence_gaps_ws.to_pylist(),
-            "out_of_order_supabase": int(c["out_of_order_supabase"]),
-            "quarantined_lines": int(self.quarantined_lines),
-            "latency_ms": self.latency_ms,
-            "delivery_rate": self.delivery_rate,
-            "by_category": by_category,
-            "missing_keys": key_list(self.missing_keys),
-            "clean": self.clean,
-            "sequence_gaps_supabase": self.sequence_gaps_supabase.to_pylist(),
-            **{k: int(c[k]) for k in DETAIL_KEYS[2:8]},
-            "unexpected_keys": key_list(self.unexpected_keys),
-            "checksum_mismatch_keys": key_list(self.checksum_mismatch_keys),
-            "out_of_order_keys": key_list(self.out_of_order_keys),
-            "sample_limit": self.sample_limit,
-            "unclassified_types": {s: dict(t) for s, t in self.unclassified_types.items()},
-            "latency_histogram": latency_histogram(self.latencies_us),
-            "missing_critical_keys": key_list(self.missing_critical_keys),
-            "backfilled_rows": int(c.get("backfilled_rows", 0)),
-        }
-        return report
-
-    def merge(self, other: Reconciliation) -> Reconciliation:
-        """Combine the reconciliations of two disjoint sets of streams of the same hour."""
-        if (self.partition, self.window_start, self.window_end) != (
-            other.partition,
-            other.window_start,
-            other.window_end,
-        ):
-            raise ValueError(
-                f"cannot merge reconciliations of different hours: {self.partition} "
-                f"and {other.partition}"
-            )
-        limit = max(self.sample_limit, other.sample_limit)
-        return Reconciliation(
-            partition=self.partition,
-            window_start=self.window_start,
-            window_end=self.window_end,
-            counts={k: self.counts[k] + other.counts[k] for k in self.counts},
-            by_category={
-                cat: {k: v + other.by_category[cat][k] for k, v in counts.items()}
-                for cat, counts in self.by_category.items()
-            },
-            missing_keys=_concat_sorted(self.missing_keys, other.missing_keys),
-            missing_critical_keys=_concat_sorted(
-                self.missing_critical_keys, other.missing_critical_keys
-            ),
-            sequence_gaps_ws=_concat_sorted(self.sequence_gaps_ws, other.sequence_gaps_ws),
-            sequence_gaps_supabase=_concat_sorted(
-                self.sequence_gaps_supabase, other.sequence_gaps_supabase
-            ),
-            unexpected_keys=_concat_sorted(self.unexpected_keys, other.unexpected_keys, limit),
-            checksum_mismatch_keys=_concat_sorted(
-                self.checksum_mismatch_keys, other.checksum_mismatch_keys, limit
-            ),
-            out_of_order_keys=_concat_sorted(
-                self.out_of_order_keys, other.out_of_order_keys, limit
-            ),
-            unclassified_types={
-                side: _add_counts(types, other.unclassified_types[side])
-                for side, types in self.unclassified_types.items()
-            },
-            latencies_us=np.concatenate([self.latencies_us, other.latencies_us]),
-            quarantined_lines=self.quarantined_lines + other.quarantined_lines,
-            sample_limit=limit,
-        )
 
 
 def reconcile(
@@ -276,13 +125,7 @@ def reconcile(
     their ``received_at`` is the backfill's time, not an arrival, so their rows are left
     out of latency and out-of-order (and counted as ``backfilled_rows``).
     """
-    require_columns(ws, _COMMON_COLUMNS, "log snapshot")
-    require_columns(sb, _SB_COLUMNS, "Supabase snapshot")
-    if (expected is None) == (timeline is None):
-        raise ValueError("pass the cohort as exactly one of expected= or timeline=")
-    if expected is not None and len(expected) != ws.num_rows:
-        raise ValueError(f"expected has {len(expected)} values for {ws.num_rows} log rows")
-
+    _check_inputs(ws, sb, expected, timeline)
     streams, ws_code, sb_code = encode_streams(ws.column("stream"), sb.column("stream"))
     ws_seq, sb_seq = seq_numbers(ws, "log snapshot"), seq_numbers(sb, "Supabase snapshot")
     ws_key, sb_key = packed_keys(ws_code, ws_seq, sb_code, sb_seq, len(streams))
@@ -290,32 +133,11 @@ def reconcile(
     ws_cat, sb_cat = _category_codes(ws.column("category")), _category_codes(sb.column("category"))
     ws_ck, sb_ck = combined(ws.column("checksum")), combined(sb.column("checksum"))
 
-    if timeline is not None:
-        exp_rows = expected_mask(
-            buckets_of(streams.to_pylist())[ws_code],
-            ws_cat == _CRITICAL,
-            timestamps_us(ws.column("emitted_at")),
-            timeline,
-        )
-    else:
-        exp_rows = to_numpy(pc.fill_null(expected, False)).astype(bool, copy=False)
-    exp_g = w.any(exp_rows)
-
-    # Join the distinct keys: found[g] when log key g is in Supabase, at group pos[g].
-    pos = np.searchsorted(s.keys, w.keys)
-    found = np.zeros(w.m, bool)
-    if s.m:
-        found = s.keys[np.minimum(pos, s.m - 1)] == w.keys
-    common = np.flatnonzero(found)
-    sb_of_common = pos[common]
+    exp_g = w.any(_expected_rows(ws, streams, ws_code, ws_cat, expected, timeline))
+    found, common, sb_of_common = _join(w, s)
     sb_in_log = np.zeros(s.m, bool)
     sb_in_log[sb_of_common] = True
-
-    sb_received = timestamps_us(sb.column("received_at"))
-    backfilled_rows = rows_with_keys(sb, backfilled)
-    if backfilled_rows.size:
-        sb_received = sb_received.copy()
-        sb_received[backfilled_rows] = NULL_TIME
+    sb_received, backfilled_rows = _arrivals(sb, backfilled)
     ck_match, chosen = match_checksums(w, s, common, sb_of_common, ws_ck, sb_ck, sb_received)
 
     # Per-key categories: the first log copy's; Supabase's own for keys the log lacks.
@@ -334,25 +156,22 @@ def reconcile(
     sb_invalid = s.group_of(sb_key, invalid_rows(sb))
     ooo_rows = out_of_order(s, sb_code, sb_received)
 
-    def per_cat(cats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(cats, weights=weights, minlength=3).astype(np.int64)
-
     table = {
-        "ws_events": per_cat(ws_gcat) + per_cat(ws_gcat[w.dup], w.counts[w.dup] - 1),
-        "supabase_events": per_cat(sb_gcat) + per_cat(sb_gcat[s.dup], s.counts[s.dup] - 1),
-        "expected_in_supabase": per_cat(ws_gcat[exp_g]),
-        "matched": per_cat(ws_gcat[matched_g]),
-        "missing_in_supabase": per_cat(ws_gcat[missing_g]),
-        "unexpected_in_supabase": per_cat(sb_gcat[unexpected_g]),
-        "duplicates_ws": per_cat(ws_gcat[w.dup], w.counts[w.dup] - 1),
-        "duplicates_supabase": per_cat(sb_gcat[s.dup], s.counts[s.dup] - 1),
-        "checksum_mismatches": per_cat(ws_gcat[mismatch_g]),
-        "invalid_checksums_ws": per_cat(ws_gcat[ws_invalid]),
-        "invalid_checksums_supabase": per_cat(sb_gcat[sb_invalid]),
-        "out_of_order_supabase": per_cat(sb_gcat[s.group_of(sb_key, ooo_rows)]),
+        "ws_events": _per_category(ws_gcat) + _per_category(ws_gcat[w.dup], w.counts[w.dup] - 1),
+        "supabase_events": _per_category(sb_gcat)
+        + _per_category(sb_gcat[s.dup], s.counts[s.dup] - 1),
+        "expected_in_supabase": _per_category(ws_gcat[exp_g]),
+        "matched": _per_category(ws_gcat[matched_g]),
+        "missing_in_supabase": _per_category(ws_gcat[missing_g]),
+        "unexpected_in_supabase": _per_category(sb_gcat[unexpected_g]),
+        "duplicates_ws": _per_category(ws_gcat[w.dup], w.counts[w.dup] - 1),
+        "duplicates_supabase": _per_category(sb_gcat[s.dup], s.counts[s.dup] - 1),
+        "checksum_mismatches": _per_category(ws_gcat[mismatch_g]),
+        "invalid_checksums_ws": _per_category(ws_gcat[ws_invalid]),
+        "invalid_checksums_supabase": _per_category(sb_gcat[sb_invalid]),
+        "out_of_order_supabase": _per_category(sb_gcat[s.group_of(sb_key, ooo_rows)]),
     }
-    counts = {k: int(v.sum()) for k, v in table.items()}
-    counts.update(
+    counts = {k: int(v.sum()) for k, v in table.items()} | dict(
         duplicates_ws_retry=int(ws_retry.sum()),
         duplicates_ws_conflicting=int(ws_conflict.sum()),
         duplicates_supabase_retry=int(sb_retry.sum()),
@@ -370,12 +189,6 @@ def reconcile(
     s_code, s_seq = sb_code[s.first_rows], sb_seq[s.first_rows]
     ooo_keys, ooo_first = np.unique(sb_key[ooo_rows], return_index=True)
     ooo_pick = ooo_rows[ooo_first[:sample_limit]]
-    latency_rows = chosen[matched_g]
-    latency_rows = latency_rows[latency_rows >= 0]
-    sb_emitted = timestamps_us(sb.column("emitted_at"))
-    lat_received, lat_emitted = sb_received[latency_rows], sb_emitted[latency_rows]
-    ok = (lat_received != NULL_TIME) & (lat_emitted != NULL_TIME)
-
     return Reconciliation(
         partition=partition,
         window_start=window_start,
@@ -396,10 +209,78 @@ def reconcile(
         ),
         out_of_order_keys=keys_table(streams, sb_code[ooo_pick], sb_seq[ooo_pick]),
         unclassified_types={"ws": _unclassified(ws), "supabase": _unclassified(sb)},
-        latencies_us=(lat_received[ok] - lat_emitted[ok]).astype(np.int64),
+        latencies_us=_latencies(sb, sb_received, chosen[matched_g]),
         quarantined_lines=quarantined_lines,
         sample_limit=sample_limit,
     )
+
+
+def _check_inputs(
+    ws: pa.Table,
+    sb: pa.Table,
+    expected: pa.BooleanArray | pa.ChunkedArray | None,
+    timeline: FlagTimeline | None,
+) -> None:
+    require_columns(ws, _COMMON_COLUMNS, "log snapshot")
+    require_columns(sb, _SB_COLUMNS, "Supabase snapshot")
+    if (expected is None) == (timeline is None):
+        raise ValueError("pass the cohort as exactly one of expected= or timeline=")
+    if expected is not None and len(expected) != ws.num_rows:
+        raise ValueError(f"expected has {len(expected)} values for {ws.num_rows} log rows")
+
+
+def _expected_rows(
+    ws: pa.Table,
+    streams: pa.Array,
+    ws_code: np.ndarray,
+    ws_cat: np.ndarray,
+    expected: pa.BooleanArray | pa.ChunkedArray | None,
+    timeline: FlagTimeline | None,
+) -> np.ndarray:
+    """Per log row, whether the cohort sent it to Supabase: by the flag timeline at its
+    ``emitted_at``, or as given."""
+    if timeline is None:
+        return to_numpy(pc.fill_null(expected, False)).astype(bool, copy=False)
+    buckets = buckets_of(streams.to_pylist())[ws_code]
+    return expected_mask(
+        buckets, ws_cat == _CRITICAL, timestamps_us(ws.column("emitted_at")), timeline
+    )
+
+
+def _join(w: Groups, s: Groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct log keys against Supabase's: whether each log key is there, the log
+    keys that are, and the Supabase group of each of those."""
+    pos = np.searchsorted(s.keys, w.keys)
+    found = np.zeros(w.m, bool)
+    if s.m:
+        found = s.keys[np.minimum(pos, s.m - 1)] == w.keys
+    common = np.flatnonzero(found)
+    return found, common, pos[common]
+
+
+def _arrivals(sb: pa.Table, backfilled: pa.Table | None) -> tuple[np.ndarray, np.ndarray]:
+    """Supabase's ``received_at`` per row, null for the rows a backfill wrote (their time is
+    the backfill's, not an arrival), and those rows."""
+    received = timestamps_us(sb.column("received_at"))
+    backfilled_rows = rows_with_keys(sb, backfilled)
+    if backfilled_rows.size:
+        received = received.copy()
+        received[backfilled_rows] = NULL_TIME
+    return received, backfilled_rows
+
+
+def _per_category(cats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Counts per category code (weighted when ``weights`` is given)."""
+    return np.bincount(cats, weights=weights, minlength=len(CATEGORIES)).astype(np.int64)
+
+
+def _latencies(sb: pa.Table, received: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``received_at - emitted_at`` in microseconds of the chosen Supabase rows (-1: none)
+    that have both times."""
+    rows = chosen[chosen >= 0]
+    arrived, emitted = received[rows], timestamps_us(sb.column("emitted_at"))[rows]
+    ok = (arrived != NULL_TIME) & (emitted != NULL_TIME)
+    return (arrived[ok] - emitted[ok]).astype(np.int64)
 
 
 def split_by_stream(ws: pa.Table, sb: pa.Table, parts: int) -> Iterator[tuple[pa.Table, pa.Table]]:
@@ -471,28 +352,3 @@ def _unclassified(table: pa.Table) -> dict[str, int]:
         return {}
     counts = pc.value_counts(types).to_pylist()
     return {row["values"]: row["counts"] for row in sorted(counts, key=lambda r: r["values"])}
-
-
-# --- merging and report helpers ----------------------------------------------------------
-
-
-def _concat_sorted(a: pa.Table, b: pa.Table, limit: int | None = None) -> pa.Table:
-    both = pa.concat_tables([a, b])
-    keys = [(name, "ascending") for name in both.column_names]
-    out = both.take(pc.sort_indices(both, sort_keys=keys))
-    return out if limit is None else out.slice(0, limit)
-
-
-def _add_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return dict(sorted(out.items()))
-
-
-def _rate(matched: int, expected: int) -> float:
-    return 1.0 if expected == 0 else matched / expected
-
-
-def _rfc3339(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 from parity.core.events import CATEGORIES
@@ -49,16 +50,23 @@ def gap_count(gaps: list[dict[str, Any]]) -> int:
     return sum(int(g["last_missing"]) - int(g["first_missing"]) + 1 for g in gaps)
 
 
-def discrepancies(report: dict[str, Any]) -> dict[str, int]:
-    """Non-zero discrepancy counts (sequence gaps counted in events)."""
-    found = {k: int(report[k]) for k in DISCREPANCY_KEYS if report.get(k)}
-    gaps = gap_count(report.get("sequence_gaps_ws", []))
-    if gaps:
-        found["sequence_gaps_ws"] = gaps
+def discrepancy_counts(counts: Mapping[str, Any], log_gap_events: int) -> dict[str, int]:
+    """The one rule of what is a discrepancy: the non-zero :data:`DISCREPANCY_KEYS` of
+    ``counts`` and the events missing from the log's sequences. Outside-cohort presence is
+    not one, and Supabase gaps are runs of missing keys, counted in ``missing_in_supabase``."""
+    found = {k: int(counts[k]) for k in DISCREPANCY_KEYS if counts.get(k)}
+    if log_gap_events:
+        found["sequence_gaps_ws"] = log_gap_events
     return found
 
 
+def discrepancies(report: dict[str, Any]) -> dict[str, int]:
+    """Non-zero discrepancy counts of a stored report (sequence gaps counted in events)."""
+    return discrepancy_counts(report, gap_count(report.get("sequence_gaps_ws", [])))
+
+
 def is_clean(report: dict[str, Any]) -> bool:
+    """A report with no discrepancy (see :func:`discrepancy_counts`)."""
     return not discrepancies(report)
 
 

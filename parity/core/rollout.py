@@ -313,8 +313,11 @@ def decide(inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime) -> Ro
     now = aware_utc(now, "now")
     state = inputs.state
     step = state.step
-
-    def hold(reason: HoldReason, detail: str, clean_hours: int = 0) -> RolloutDecision:
+    held, clean_hours = _gate(inputs, config, now), 0
+    if held is None and step != NOT_STARTED:
+        held, clean_hours = _soaked(inputs, config, now)
+    if held is not None:
+        reason, detail = held
         return RolloutDecision(
             action=Action.HOLD,
             reason=reason,
@@ -325,70 +328,6 @@ def decide(inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime) -> Ro
             next_state=state,
             clean_hours=clean_hours,
         )
-
-    if state.rollback_in_force:
-        assert state.rollback_at is not None
-        return hold(
-            HoldReason.ROLLBACK_IN_FORCE,
-            f"rolled back at {state.rollback_at.isoformat()} ({state.rollback_reason});"
-            " a person must resume the rollout",
-        )
-    if state.paused:
-        return hold(HoldReason.PAUSED, f"paused: {state.paused_reason or 'no reason given'}")
-    if not NOT_STARTED <= step <= config.final_step:
-        return hold(
-            HoldReason.FLAGS_DIVERGED,
-            f"recorded step {step} does not exist in steps {config.steps}; pause and resume",
-        )
-    expected = config.stage_flags(step)
-    diverged = _changes(inputs.flags, expected)
-    if diverged:
-        found = {k: flags_in_force(inputs.flags)[k] for k in diverged}
-        return hold(
-            HoldReason.FLAGS_DIVERGED,
-            f"flags {found} do not match step {step} ({expected}); changed outside the"
-            " rollout — pause and resume to re-sync",
-        )
-    if inputs.health.breached:
-        return hold(HoldReason.TRIGGER_BREACH, "a rollback trigger breaches")
-    if inputs.health.no_data:
-        return hold(HoldReason.HEALTH_NO_DATA, "a rollback trigger has no data to judge")
-    if step == config.final_step:
-        return hold(HoldReason.AT_FINAL_STEP, f"at the final step ({config.steps[-1]}%)")
-    if state.cooldown_until is not None and now < state.cooldown_until:
-        return hold(HoldReason.COOLDOWN, f"cooling down until {state.cooldown_until.isoformat()}")
-
-    clean_hours = 0
-    if step != NOT_STARTED:
-        started = state.step_started_at
-        if started is None:
-            return hold(HoldReason.FLAGS_DIVERGED, f"step {step} has no start time; resume")
-        soaked = now - started
-        if soaked < config.min_soak:
-            return hold(
-                HoldReason.SOAKING,
-                f"soaking at step {step} for {soaked} of {config.min_soak}",
-            )
-        first = _ceil_hour(started)
-        last = floor_hour(now - config.reconcile_lag) - dt.timedelta(hours=1)
-        clean_hours, missing, dirty = _clean_run(
-            inputs.hours, first, last, config.required_clean_hours
-        )
-        if missing is not None:
-            return hold(
-                HoldReason.DATA_MISSING,
-                f"hour {missing.isoformat()} is not reconciled",
-                clean_hours,
-            )
-        if clean_hours < config.required_clean_hours:
-            after = f" since dirty hour {dirty.isoformat()}" if dirty is not None else ""
-            return hold(
-                HoldReason.NOT_ENOUGH_CLEAN_HOURS,
-                f"{clean_hours} of {config.required_clean_hours} consecutive clean hours"
-                f" at step {step}{after}",
-                clean_hours,
-            )
-
     to_step = step + 1
     target = config.stage_flags(to_step)
     return RolloutDecision(
@@ -401,6 +340,76 @@ def decide(inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime) -> Ro
         next_state=replace(state, step=to_step, step_started_at=now, cooldown_until=None),
         clean_hours=clean_hours,
     )
+
+
+def _gate(
+    inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime
+) -> tuple[HoldReason, str] | None:
+    """Why no promotion may happen now, whatever the soak and the hours: a rollback, a
+    pause, flags changed outside the rollout, health, the last step, the cooldown."""
+    state, step = inputs.state, inputs.state.step
+    if state.rollback_in_force:
+        assert state.rollback_at is not None
+        return (
+            HoldReason.ROLLBACK_IN_FORCE,
+            f"rolled back at {state.rollback_at.isoformat()} ({state.rollback_reason});"
+            " a person must resume the rollout",
+        )
+    if state.paused:
+        return HoldReason.PAUSED, f"paused: {state.paused_reason or 'no reason given'}"
+    if not NOT_STARTED <= step <= config.final_step:
+        return (
+            HoldReason.FLAGS_DIVERGED,
+            f"recorded step {step} does not exist in steps {config.steps}; pause and resume",
+        )
+    expected = config.stage_flags(step)
+    diverged = _changes(inputs.flags, expected)
+    if diverged:
+        found = {k: flags_in_force(inputs.flags)[k] for k in diverged}
+        return (
+            HoldReason.FLAGS_DIVERGED,
+            f"flags {found} do not match step {step} ({expected}); changed outside the"
+            " rollout — pause and resume to re-sync",
+        )
+    if inputs.health.breached:
+        return HoldReason.TRIGGER_BREACH, "a rollback trigger breaches"
+    if inputs.health.no_data:
+        return HoldReason.HEALTH_NO_DATA, "a rollback trigger has no data to judge"
+    if step == config.final_step:
+        return HoldReason.AT_FINAL_STEP, f"at the final step ({config.steps[-1]}%)"
+    if state.cooldown_until is not None and now < state.cooldown_until:
+        return HoldReason.COOLDOWN, f"cooling down until {state.cooldown_until.isoformat()}"
+    return None
+
+
+def _soaked(
+    inputs: RolloutInputs, config: RolloutConfig, now: dt.datetime
+) -> tuple[tuple[HoldReason, str] | None, int]:
+    """Whether the current step has soaked long enough with enough consecutive clean
+    hours (None) or why not, and the clean hours counted."""
+    state, step = inputs.state, inputs.state.step
+    started = state.step_started_at
+    if started is None:
+        return (HoldReason.FLAGS_DIVERGED, f"step {step} has no start time; resume"), 0
+    soaked = now - started
+    if soaked < config.min_soak:
+        return (HoldReason.SOAKING, f"soaking at step {step} for {soaked} of {config.min_soak}"), 0
+    first = _ceil_hour(started)
+    last = floor_hour(now - config.reconcile_lag) - dt.timedelta(hours=1)
+    clean_hours, missing, dirty = _clean_run(inputs.hours, first, last, config.required_clean_hours)
+    if missing is not None:
+        return (
+            HoldReason.DATA_MISSING,
+            f"hour {missing.isoformat()} is not reconciled",
+        ), clean_hours
+    if clean_hours < config.required_clean_hours:
+        after = f" since dirty hour {dirty.isoformat()}" if dirty is not None else ""
+        detail = (
+            f"{clean_hours} of {config.required_clean_hours} consecutive clean hours"
+            f" at step {step}{after}"
+        )
+        return (HoldReason.NOT_ENOUGH_CLEAN_HOURS, detail), clean_hours
+    return None, clean_hours
 
 
 def pause(state: RolloutState, now: dt.datetime, reason: str) -> Transition:

@@ -9,13 +9,8 @@ Definitions (the plan's numbers are the defaults of :class:`TriggerConfig`):
 
 Sampling grid
     Samples are aggregated across producers on a grid of ``sampling_interval_s`` seconds
-    aligned to the Unix epoch: a sample belongs to the grid window ``(t - interval, t]``
-    that holds its ``sampled_at``. Within a grid window attempts, failures, connection
-    attempts and connection failures are summed over all producers (so the error rate is
-    weighted by attempts); latency is the *largest* p95 any producer reported — the slowest
-    producer decides, because a mean of percentiles is not a percentile and would hide one
-    degraded producer behind healthy ones. A grid window with zero attempts has no error
-    rate; one where no producer reported a p95 has no latency.
+    aligned to the Unix epoch: counts summed, latency the largest p95 any producer reported
+    (:mod:`parity.core.samples` says why).
 
 Evaluation window
     A trigger with duration D looks at the grid windows whose newest sample has
@@ -61,70 +56,18 @@ from typing import Any
 
 from parity.core.errors import ConfigurationError
 from parity.core.partitions import aware_utc
+from parity.core.samples import GridWindow, MetricSample, grid
 
 ERROR_RATE = "error_rate"
 LATENCY = "latency"
 CONNECTION_FAILURES = "connection_failures"
 TRIGGER_NAMES = (ERROR_RATE, LATENCY, CONNECTION_FAILURES)
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
 
 class TriggerState(StrEnum):
     BREACH = "BREACH"
     OK = "OK"
     NO_DATA = "NO_DATA"
-
-
-@dataclass(frozen=True)
-class MetricSample:
-    """One ``delivery_metrics`` row: one producer's sampling window ending at ``sampled_at``."""
-
-    sampled_at: dt.datetime
-    producer: str
-    window_s: int
-    attempts: int
-    failures: int
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    connection_attempts: int = 0
-    connection_failures: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sampled_at", aware_utc(self.sampled_at, "sampled_at"))
-        where = f"delivery_metrics sample {self.producer!r} at {self.sampled_at.isoformat()}"
-        if (
-            min(self.window_s, self.attempts, self.failures) < 0
-            or min(self.connection_attempts, self.connection_failures) < 0
-        ):
-            raise ValueError(f"{where}: counts and window_s must not be negative")
-        if self.failures > self.attempts:
-            raise ValueError(f"{where}: failures ({self.failures}) > attempts ({self.attempts})")
-        if self.connection_failures > self.connection_attempts:
-            raise ValueError(
-                f"{where}: connection_failures ({self.connection_failures})"
-                f" > connection_attempts ({self.connection_attempts})"
-            )
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> MetricSample:
-        """Build from a ``delivery_metrics`` row mapping (extra keys such as ``id`` ignored)."""
-
-        def opt_float(key: str) -> float | None:
-            value = row.get(key)
-            return None if value is None else float(value)
-
-        return cls(
-            sampled_at=row["sampled_at"],
-            producer=str(row["producer"]),
-            window_s=int(row["window_s"]),
-            attempts=int(row["attempts"]),
-            failures=int(row["failures"]),
-            latency_p50_ms=opt_float("latency_p50_ms"),
-            latency_p95_ms=opt_float("latency_p95_ms"),
-            connection_attempts=int(row.get("connection_attempts") or 0),
-            connection_failures=int(row.get("connection_failures") or 0),
-        )
 
 
 @dataclass(frozen=True)
@@ -282,42 +225,6 @@ class HealthVerdict:
         }
 
 
-@dataclass
-class _Bucket:
-    attempts: int = 0
-    failures: int = 0
-    latency_p95_ms: float | None = None
-    connection_attempts: int = 0
-    connection_failures: int = 0
-    latest: dt.datetime = _EPOCH
-
-    def error_rate(self) -> float | None:
-        return self.failures / self.attempts if self.attempts else None
-
-
-def _grid(
-    samples: Iterable[MetricSample], since: dt.datetime, now: dt.datetime, interval_s: float
-) -> dict[dt.datetime, _Bucket]:
-    """Samples in ``(since, now]`` summed per grid window, keyed by the window's end."""
-    buckets: dict[dt.datetime, _Bucket] = {}
-    for s in samples:
-        if not since < s.sampled_at <= now:
-            continue
-        offset = (s.sampled_at - _EPOCH).total_seconds()
-        end = _EPOCH + dt.timedelta(seconds=math.ceil(offset / interval_s) * interval_s)
-        b = buckets.setdefault(end, _Bucket())
-        b.attempts += s.attempts
-        b.failures += s.failures
-        b.connection_attempts += s.connection_attempts
-        b.connection_failures += s.connection_failures
-        if s.latency_p95_ms is not None and (
-            b.latency_p95_ms is None or s.latency_p95_ms > b.latency_p95_ms
-        ):
-            b.latency_p95_ms = s.latency_p95_ms
-        b.latest = max(b.latest, s.sampled_at)
-    return dict(sorted(buckets.items()))
-
-
 def _coverage_problem(
     valued: list[dt.datetime], start: dt.datetime, end: dt.datetime, config: TriggerConfig
 ) -> str | None:
@@ -376,7 +283,7 @@ def _sustained(
 
 
 def _error_rate(
-    buckets: dict[dt.datetime, _Bucket], now: dt.datetime, config: TriggerConfig
+    buckets: dict[dt.datetime, GridWindow], now: dt.datetime, config: TriggerConfig
 ) -> TriggerResult:
     start = now - dt.timedelta(seconds=config.error_rate_duration_s)
     values = {
@@ -388,7 +295,7 @@ def _error_rate(
 
 
 def _latency(
-    buckets: dict[dt.datetime, _Bucket], now: dt.datetime, config: TriggerConfig
+    buckets: dict[dt.datetime, GridWindow], now: dt.datetime, config: TriggerConfig
 ) -> TriggerResult:
     start = now - dt.timedelta(seconds=config.latency_duration_s)
     values = {
@@ -435,7 +342,7 @@ def _latency(
 
 
 def _connection_failures(
-    buckets: dict[dt.datetime, _Bucket], now: dt.datetime, config: TriggerConfig
+    buckets: dict[dt.datetime, GridWindow], now: dt.datetime, config: TriggerConfig
 ) -> TriggerResult:
     start = now - dt.timedelta(seconds=config.connection_window_s)
     run = longest = 0
@@ -499,7 +406,7 @@ def evaluate(
         config.connection_window_s,
         config.latency_duration_s + config.baseline_window_s,
     )
-    buckets = _grid(samples, now - dt.timedelta(seconds=horizon), now, config.sampling_interval_s)
+    buckets = grid(samples, now - dt.timedelta(seconds=horizon), now, config.sampling_interval_s)
     results = (
         _error_rate(buckets, now, config),
         _latency(buckets, now, config),

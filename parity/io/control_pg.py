@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from parity.core.errors import ConcurrentUpdateError, FlagError, MissingTableError, StoreError
 from parity.core.rollout import RolloutState
 from parity.core.routing import FLAG_DEFAULTS, validate_flag
-from parity.core.triggers import MetricSample
+from parity.core.samples import MetricSample
 from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
     AuditRow,
@@ -30,11 +30,7 @@ from parity.io.flagrows import (
     in_force,
     read_state_from,
 )
-from parity.io.store_pg import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    connect,
-    describe_target,
-)
+from parity.io.pg_connect import DEFAULT_CONNECT_TIMEOUT_S, connect, describe_target
 from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
 
 __all__ = [

@@ -27,7 +27,7 @@ from parity.core.errors import (
     StoreError,
 )
 from parity.core.routing import FLAG_DEFAULTS
-from parity.core.triggers import MetricSample
+from parity.core.samples import MetricSample
 from parity.io.flagrows import AuditRow, audit_row, checked_changes, in_force
 from parity.io.supabase_api import open_client
 from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION

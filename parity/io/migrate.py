@@ -34,13 +34,8 @@ from psycopg import sql
 from parity.core.config import TableName
 from parity.core.errors import ConfigurationError, MigrationError
 from parity.core.redact import redact
-from parity.io.store_pg import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_STATEMENT_TIMEOUT_S,
-    advisory_key,
-    connect,
-    unique_key_exists,
-)
+from parity.io.pg_connect import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S, connect
+from parity.io.store_pg import advisory_key, unique_key_exists
 from parity.io.tables import (
     AUDIT_TABLE,
     FLAGS_LOCK_KEY,

@@ -21,6 +21,14 @@ import apprise
 import httpx
 import orjson
 from apprise.utils.parse import parse_urls
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
 
 from parity.core.alerts import Alert
 from parity.core.config import Settings
@@ -30,6 +38,25 @@ log = logging.getLogger("parity.io.notify")
 
 #: Upper bound on sending one alert to every target, in seconds (targets run concurrently).
 SEND_BUDGET_S = 10.0
+
+#: The loggers of the libraries that send, and the least level at which what they log
+#: names no URL: httpx logs each request's URL at INFO, httpcore and urllib3 the request
+#: line at DEBUG, Apprise the target URL and payload at DEBUG.
+_SENDER_LOG_FLOORS = {
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "apprise": logging.INFO,
+}
+
+
+def quiet_sender_logs() -> None:
+    """Keep the sending libraries from logging target URLs (which carry tokens), whatever
+    level the application logs at. Child loggers inherit the level."""
+    for name, floor in _SENDER_LOG_FLOORS.items():
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < floor:
+            logger.setLevel(floor)
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,25 @@ def load_targets(text: str) -> apprise.Apprise:
     return targets
 
 
+class _Undelivered(Exception):
+    """A failure worth another attempt: a transport error or a 5xx. Says no more of the URL
+    than its host."""
+
+
+def _post_once(url: str, body: bytes, timeout_s: float) -> tuple[bool, str]:
+    """One POST: whether it was accepted (2xx) and what came back; 4xx is final."""
+    try:
+        response = httpx.post(
+            url, content=body, headers={"content-type": "application/json"}, timeout=timeout_s
+        )
+    except httpx.HTTPError as exc:
+        raise _Undelivered(f"{type(exc).__name__} posting to {_host(url)}") from None
+    detail = f"HTTP {response.status_code} from {_host(url)}"
+    if response.status_code >= 500:
+        raise _Undelivered(detail)
+    return response.status_code < 300, detail
+
+
 def post_webhook(
     url: str,
     payload: dict[str, Any],
@@ -72,42 +118,46 @@ def post_webhook(
     timeout_s: float = 5.0,
     backoff_s: float = 1.0,
     budget_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> Delivery:
-    """POST ``payload`` as JSON, retrying on errors and 5xx, all within ``budget_s`` when
-    given. Never raises."""
+    """POST ``payload`` as JSON, retrying on errors and 5xx (``backoff_s`` doubling), all
+    within ``budget_s`` when given: no pause that would end past it, no attempt with no time
+    left. Never raises."""
     body = orjson.dumps(payload, default=str)
-    last = ""
     end = None if budget_s is None else time.monotonic() + budget_s
-    attempt = 0
-    for attempt in range(1, attempts + 1):
-        left = timeout_s if end is None else min(timeout_s, end - time.monotonic())
-        if left <= 0:
-            attempt -= 1
-            break
-        try:
-            response = httpx.post(
-                url,
-                content=body,
-                headers={"content-type": "application/json"},
-                timeout=left,
-            )
-            if response.status_code < 500:
-                ok = response.status_code < 300
-                detail = f"HTTP {response.status_code} from {_host(url)}"
-                if not ok:
-                    log.warning("alert webhook refused: %s", detail)
-                return Delivery(ok, attempt, detail)
-            last = f"HTTP {response.status_code} from {_host(url)}"
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__} posting to {_host(url)}"
-        pause = backoff_s * 2 ** (attempt - 1)
-        if attempt < attempts and (end is None or time.monotonic() + pause < end):
-            sleep(pause)
-        elif attempt < attempts:
-            break
-    log.warning("alert webhook not delivered after %d attempts: %s", attempt, last)
-    return Delivery(False, attempt, last)
+    stop: stop_base = stop_after_attempt(attempts)
+    if budget_s is not None:
+        stop = stop | stop_before_delay(budget_s)
+    retrying = Retrying(
+        retry=retry_if_exception_type(_Undelivered),
+        stop=stop,
+        wait=wait_exponential(multiplier=backoff_s),
+        sleep=sleep or (lambda s: time.sleep(s)),
+        reraise=True,
+    )
+    done, last = 0, ""
+    outcome: tuple[bool, str] | None = None
+    try:
+        for attempt in retrying:
+            with attempt:
+                left = timeout_s if end is None else min(timeout_s, end - time.monotonic())
+                if left <= 0:
+                    break
+                done = attempt.retry_state.attempt_number
+                try:
+                    outcome = _post_once(url, body, left)
+                except _Undelivered as exc:
+                    last = str(exc)
+                    raise
+    except _Undelivered:
+        pass
+    if outcome is None:
+        log.warning("alert webhook not delivered after %d attempts: %s", done, last)
+        return Delivery(False, done, last)
+    ok, detail = outcome
+    if not ok:
+        log.warning("alert webhook refused: %s", detail)
+    return Delivery(ok, done, detail)
 
 
 class Notifier:
@@ -121,6 +171,8 @@ class Notifier:
         budget_s: float = SEND_BUDGET_S,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
+        if alert_urls or webhook_url:
+            quiet_sender_logs()
         self._targets = load_targets(alert_urls) if alert_urls else None
         self._webhook_url = webhook_url
         self._budget_s = budget_s
@@ -172,9 +224,7 @@ class Notifier:
 
     def _webhook(self, url: str, alert: Alert) -> Delivery:
         try:
-            posted = post_webhook(
-                url, alert.payload(), budget_s=self._budget_s, sleep=self._sleep or time.sleep
-            )
+            posted = post_webhook(url, alert.payload(), budget_s=self._budget_s, sleep=self._sleep)
         except Exception as exc:  # a malformed URL must not fail what is being reported
             log.warning("alert webhook raised %s", type(exc).__name__)
             return Delivery(False, 0, f"webhook: not delivered ({type(exc).__name__})")

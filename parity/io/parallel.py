@@ -32,13 +32,20 @@ T = TypeVar("T")
 MIN_ITEMS_PER_SHARE = 25_000
 #: A child always gets at least this long before it is presumed stuck.
 CHILD_GRACE_S = 30.0
-#: ``PARITY_WORKERS=1`` (read when a split is planned, never at import) keeps everything in
-#: one process.
-WORKERS_ENV = "PARITY_WORKERS"
+#: At most this many processes (``Settings.runtime.workers``, set by :func:`limit_workers`);
+#: None: the usable cores. Module state, so forked children see the parent's limit.
+_limit: int | None = None
+
+
+def limit_workers(limit: int | None) -> None:
+    """Use at most ``limit`` processes from now on (None: every usable core; 1: no fork)."""
+    global _limit
+    _limit = limit
 
 
 def workers(items: int) -> int:
-    """How many shares to split ``items`` into: the usable cores (at most ``PARITY_WORKERS``),
+    """How many shares to split ``items`` into: the usable cores (at most the
+    :func:`limit_workers` limit),
     with at least :data:`MIN_ITEMS_PER_SHARE` items each; 1 where fork is unavailable."""
     if sys.platform != "linux" or not hasattr(os, "fork"):
         return 1
@@ -46,9 +53,8 @@ def workers(items: int) -> int:
         cores = len(os.sched_getaffinity(0))
     except OSError:
         cores = os.cpu_count() or 1
-    limit = os.environ.get(WORKERS_ENV, "").strip()
-    if limit.isdigit() and int(limit) >= 1:
-        cores = min(cores, int(limit))
+    if _limit is not None:
+        cores = min(cores, _limit)
     return max(1, min(cores, items // MIN_ITEMS_PER_SHARE))
 
 

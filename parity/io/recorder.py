@@ -60,9 +60,10 @@ from websockets.exceptions import (
 )
 
 from parity.core.errors import ConfigurationError
-from parity.core.events import format_timestamp, loads_exact
+from parity.core.jsontext import loads_exact
 from parity.core.partitions import floor_hour
 from parity.core.redact import redact, redact_url, secrets_of
+from parity.core.timestamps import format_timestamp
 from parity.io.files import fsync_dir
 
 log = logging.getLogger(__name__)

@@ -10,18 +10,11 @@ statements without bind parameters, so the window bounds travel as parameters of
 ``set_config`` call in the same transaction and the query reads them back with
 ``current_setting``: values stay parameters, the data path stays COPY.
 
-Timeouts. ``statement_timeout`` is set with ``set_config`` after connecting (session-wide
-for psycopg connections, transaction-local around each snapshot and insert) rather than
-with the ``options`` startup parameter: PgBouncer and Supavisor may refuse ``options``, while
-``SET`` works everywhere, and a ``SET`` made after login also beats a role-level default.
-Transaction-mode poolers (Supabase's port 6543) are not a supported target: they cannot
-keep session settings; ``prepare_threshold=None`` keeps psycopg from preparing statements
-so that at least nothing breaks there. The connect timeout is libpq's ``connect_timeout``,
-whole seconds and at least 2 (libpq's own floor), per address tried.
-
-Secrets. Messages name host, port, database and user, never the password: every message
-built from a driver error or the URL goes through :func:`parity.core.redact.redact` with the
-URL's secrets. A URL libpq cannot parse is never echoed, not even in part.
+Timeouts and secrets. Connections come from :mod:`parity.io.pg_connect`, with the statement
+timeout set session-wide; around each snapshot and insert it is set again, transaction-local.
+Transaction-mode poolers (Supabase's port 6543) are not a supported target: they cannot keep
+session settings. Messages name host, port, database and user, never the password: every
+message built from a driver error or the URL goes through :func:`~parity.io.pg_connect.scrub`.
 
 Refusals. An insert the server refuses for the data itself (SQLSTATE classes 22, data
 exception, e.g. jsonb's "unsupported Unicode escape sequence" for ``\u0000``; 23, a
@@ -33,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,21 +37,28 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from parity.core.config import TableName
 from parity.core.errors import (
-    ConfigurationError,
     MissingTableError,
     StoreConnectionError,
     StoreError,
     StoreRefusedError,
 )
-from parity.core.redact import redact, secrets_of
 from parity.core.schema import STORE_SCHEMA
+from parity.io.pg_connect import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_STATEMENT_TIMEOUT_S,
+    connect,
+    connect_timeout_param,
+    connection_error,
+    describe_target,
+    parse_url,
+    scrub,
+    statement_timeout_param,
+)
 
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-DEFAULT_STATEMENT_TIMEOUT_S = 300.0
 COLUMNS = tuple(STORE_SCHEMA.names)
 #: The order of a snapshot; nulls (a ``received_at`` never set) last.
 SORT_KEYS = [("stream", "ascending"), ("seq", "ascending"), ("received_at", "ascending")]
@@ -76,7 +75,6 @@ INSERT_WORK_MEM = "64MB"
 #: SQLSTATE classes of an insert refused for what the rows hold (see the module docstring).
 REFUSAL_CLASSES = ("22", "23", "54")
 #: SQLAlchemy's ``dialect+driver://`` form (``postgresql+psycopg2://``), which libpq refuses.
-_SQLALCHEMY_URL = re.compile(r"^\s*postgres(?:ql)?\+[A-Za-z0-9_]+://", re.IGNORECASE)
 
 # A unique, non-partial index whose key is exactly (stream, seq): what ON CONFLICT needs.
 _UNIQUE_KEY_QUERY = """
@@ -95,100 +93,6 @@ SELECT EXISTS (
 """
 #: The same with libpq's numbered parameters, as ADBC takes them.
 _UNIQUE_KEY_QUERY_ADBC = _UNIQUE_KEY_QUERY.replace("%s", "$1", 1).replace("%s", "$2", 1)
-
-
-def scrub(text: object, url: str) -> str:
-    """``text`` on one line, without the secrets of ``url`` nor anything shaped like one."""
-    return " ".join(redact(text, *secrets_of(url)).split())
-
-
-def _params(url: str) -> dict[str, Any]:
-    if _SQLALCHEMY_URL.match(url):
-        raise ConfigurationError(
-            "the database URL is in SQLAlchemy's dialect+driver form "
-            "(postgresql+psycopg2://...), which libpq does not read: set PARITY_DATABASE_URL "
-            "to the same URL starting with postgresql:// instead"
-        )
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        # libpq's parse error quotes the offending fragment, which may be the password.
-        raise ConfigurationError(
-            "the database URL is neither a postgresql:// URL nor a libpq conninfo string "
-            f"({scrub(exc, url)}); check PARITY_DATABASE_URL (percent-encode any of "
-            "@ : / ? # in the password)"
-        ) from None
-    if "://" in url and "@" in str(params.get("dbname", "")):
-        # libpq read "user:pa/ss@host/db" as host "user", port "pa", database "ss@host/db".
-        raise ConfigurationError(
-            "the database URL's password holds an unencoded '/', so its user, host and "
-            "database cannot be told apart: percent-encode it (%2F) in PARITY_DATABASE_URL"
-        )
-    return params
-
-
-def describe_target(url: str) -> str:
-    """``host=… port=… dbname=… user=…`` of a URL, for messages (never the password)."""
-    params = _params(url)
-    parts = []
-    for key in ("host", "port", "dbname", "user"):
-        value = params.get(key)
-        parts.append(f"{key}={value}" if value else f"{key}=(libpq default)")
-    return scrub(" ".join(parts), url)
-
-
-def _connect_timeout_param(seconds: float) -> int:
-    return max(2, math.ceil(seconds))
-
-
-def _statement_timeout_param(seconds: float) -> str:
-    """Milliseconds for ``statement_timeout``; 0 (no limit) when ``seconds <= 0``."""
-    return "0" if seconds <= 0 else str(max(1, round(seconds * 1000)))
-
-
-def connection_error(url: str, exc: Exception, connect_timeout_s: float) -> StoreConnectionError:
-    """A StoreConnectionError for a failed connect: where we tried, why, what to check."""
-    reason = scrub(exc, url)
-    if isinstance(exc, psycopg.errors.ConnectionTimeout) or "timeout expired" in reason:
-        reason = f"no answer within the connect timeout of {connect_timeout_s:g} s ({reason})"
-    if not reason.endswith((".", "?", "!")):
-        reason += "."
-    return StoreConnectionError(
-        f"cannot connect to PostgreSQL at {describe_target(url)}: {reason} "
-        "Check PARITY_DATABASE_URL (host, port, database, user and password) and that the "
-        "server accepts connections from here."
-    )
-
-
-def connect(
-    url: str,
-    *,
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-    statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
-    autocommit: bool = True,
-) -> psycopg.Connection[Any]:
-    """A psycopg connection with Parity's timeouts. Raises StoreConnectionError."""
-    _params(url)  # a malformed URL is a ConfigurationError, before anything is tried
-    conninfo = make_conninfo(
-        url, connect_timeout=_connect_timeout_param(connect_timeout_s), application_name="parity"
-    )
-    try:
-        conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
-    except psycopg.Error as exc:
-        raise connection_error(url, exc, connect_timeout_s) from None
-    try:
-        conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)",
-            [_statement_timeout_param(statement_timeout_s)],
-        )
-    except psycopg.Error as exc:
-        conn.close()
-        raise StoreConnectionError(
-            f"connected to {describe_target(url)} but could not set statement_timeout: "
-            f"{scrub(exc, url)}"
-        ) from None
-    conn.autocommit = autocommit
-    return conn
 
 
 def unique_key_exists(conn: psycopg.Connection[Any], table: TableName) -> bool:
@@ -259,7 +163,7 @@ class PostgresStore:
         self.table = table
         self.connect_timeout_s = connect_timeout_s
         self.statement_timeout_s = statement_timeout_s
-        _params(url)  # a malformed URL is a ConfigurationError when the store is made
+        parse_url(url)  # a malformed URL is a ConfigurationError when the store is made
         self._url = url
         self._ident = sql.Identifier(table.schema, table.name)
         self._closed = False
@@ -295,7 +199,7 @@ class PostgresStore:
             raise StoreError(f"the store for {self.table} is closed")
         conninfo = make_conninfo(
             self._url,
-            connect_timeout=_connect_timeout_param(self.connect_timeout_s),
+            connect_timeout=connect_timeout_param(self.connect_timeout_s),
             application_name="parity",
         )
         try:
@@ -402,7 +306,7 @@ class PostgresStore:
                     " set_config('parity.window_start', $2, true),"
                     " set_config('parity.window_end', $3, true)",
                     (
-                        _statement_timeout_param(self.statement_timeout_s),
+                        statement_timeout_param(self.statement_timeout_s),
                         start.astimezone(dt.UTC).isoformat(),
                         end.astimezone(dt.UTC).isoformat(),
                     ),
@@ -484,7 +388,7 @@ class PostgresStore:
                 cur.execute(
                     "SELECT set_config('statement_timeout', $1, true),"
                     " set_config('work_mem', $2, true)",
-                    (_statement_timeout_param(self.statement_timeout_s), INSERT_WORK_MEM),
+                    (statement_timeout_param(self.statement_timeout_s), INSERT_WORK_MEM),
                 )
                 cur.fetchall()
                 cur.adbc_ingest(INCOMING_TABLE, incoming, mode="create", temporary=True)

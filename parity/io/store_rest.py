@@ -37,7 +37,7 @@ from parity.core.errors import (
     StoreError,
     StoreRefusedError,
 )
-from parity.core.events import loads_exact
+from parity.core.jsontext import loads_exact
 from parity.core.redact import redact, redact_url, secrets_of
 from parity.core.schema import STORE_SCHEMA, UTC_US
 from parity.io.supabase_api import open_client

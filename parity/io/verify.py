@@ -1,6 +1,6 @@
 """Checksum verification of whole snapshot tables.
 
-The verdict for each row is :mod:`parity.core.events`' definition; this module only decides
+The verdict for each row is :mod:`parity.core.checksum`' definition; this module only decides
 where the rows are verified: the native kernel (:mod:`parity.io.native`) on the table's
 Arrow buffers when it is built, Python for the rows it leaves undecided, and Python for
 everything otherwise, spread over the machine's cores (:mod:`parity.io.parallel`).
@@ -12,13 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from parity.core.events import (
-    _LONG_NUMBER_REGEX,
-    MAX_DEPTH,
-    _verify_rows,
-    exceeds_depth,
-    timestamp_texts,
-)
+from parity.core.checksum import verify_rows
+from parity.core.jsontext import LONG_NUMBER_REGEX, MAX_DEPTH, exceeds_depth
+from parity.core.timestamps import timestamp_texts
 from parity.io import native, parallel
 
 _COLUMNS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
@@ -68,10 +64,10 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
     emitted = timestamp_texts(table.column("emitted_at"))
     payload = table.column("payload")
     deep = too_deep(payload)
-    if deep.any():  # a null payload makes the row invalid in _verify_rows
+    if deep.any():  # a null payload makes the row invalid in verify_rows
         payload = pc.if_else(pa.array(deep), pa.scalar(None, payload.type), payload)
     # loads_exact's test, vectorised: text with a long digit run needs the exact parser.
-    long_runs = pc.fill_null(pc.match_substring_regex(payload, _LONG_NUMBER_REGEX), False)
+    long_runs = pc.fill_null(pc.match_substring_regex(payload, LONG_NUMBER_REGEX), False)
     columns = [
         table.column("stream"),
         table.column("seq"),
@@ -82,7 +78,7 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
         table.column("checksum"),
         long_runs,
     ]
-    # What _verify_rows would otherwise ask row by row, asked once of the whole table.
+    # What verify_rows would otherwise ask row by row, asked once of the whole table.
     nulls = any(column.null_count for column in columns)
     plain = pc.all(pc.match_substring_regex(emitted, "^[0-9T:.Z-]*$")).as_py() is not False
     shares = parallel.workers(n)
@@ -91,7 +87,7 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
     def share(i: int) -> bytes:
         lo, hi = bounds[i], bounds[i + 1]
         rows = (column.slice(lo, hi - lo).to_pylist() for column in columns)
-        return _verify_rows(*rows, nulls=nulls, plain_timestamps=plain)
+        return verify_rows(*rows, nulls=nulls, plain_timestamps=plain)
 
     flags = b"".join(parallel.run_shares(share, shares))
     valid = np.frombuffer(flags, dtype=np.bool_)
@@ -100,7 +96,7 @@ def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:
 
 def too_deep(payload: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Per row: whether the payload text nests arrays and objects deeper than a log line
-    may (:data:`~parity.core.events.MAX_DEPTH`, counting the event object around it as
+    may (:data:`~parity.core.jsontext.MAX_DEPTH`, counting the event object around it as
     level 1, as the line's own object is). Bracket counts rule out almost every row at
     once; only rows with more brackets than the limit are scanned."""
     limit = MAX_DEPTH - 1

@@ -20,7 +20,7 @@ from parity.core.errors import (
     StoreError,
 )
 from parity.core.events import Event
-from parity.core.triggers import MetricSample
+from parity.core.samples import MetricSample
 from parity.io.tables import METRICS_TABLE
 from parity.producer.base import Clock, utc_now
 

@@ -15,7 +15,7 @@ import orjson
 from parity.core.errors import (
     ConfigurationError,
 )
-from parity.core.events import loads_exact
+from parity.core.jsontext import loads_exact
 from parity.io.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,10 @@ from parity.core.errors import (
     StoreConnectionError,
     StoreError,
 )
-from parity.core.events import MAX_STREAM_LENGTH, Event, make_event, parse_timestamp
+from parity.core.events import MAX_STREAM_LENGTH, Event, make_event
+from parity.core.samples import MetricSample
 from parity.core.schema import STORE_SCHEMA
-from parity.core.triggers import MetricSample
+from parity.core.timestamps import parse_timestamp
 from parity.producer.base import (
     HEARTBEAT_EVENT_TYPE,
     Clock,

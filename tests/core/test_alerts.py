@@ -7,7 +7,8 @@ import datetime as dt
 from parity.core import alerts
 from parity.core.alerts import CheckOutcome, Level
 from parity.core.knobs import AlertPolicy
-from parity.core.triggers import MetricSample, TriggerConfig
+from parity.core.samples import MetricSample
+from parity.core.triggers import TriggerConfig
 
 H1, H2 = "2026-11-28-10:00", "2026-11-28-11:00"
 NOW = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)

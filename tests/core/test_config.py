@@ -70,3 +70,16 @@ def test_partition_start_parsing():
     )
     with pytest.raises(ConfigurationError, match="PARITY_PARTITIONS_START"):
         parse_partition_start("yesterday")
+
+
+def test_the_runtime_comes_from_its_two_variables() -> None:
+    from parity.core.config import Runtime
+
+    assert Runtime.from_env({}) == Runtime(workers=None, native=True)
+    runtime = Settings.from_env({"PARITY_WORKERS": "2", "PARITY_NO_NATIVE": "1"}).runtime
+    assert runtime == Runtime(workers=2, native=False)
+    assert Runtime.from_env(runtime.to_env()) == runtime
+    assert Runtime.from_env({"PARITY_NO_NATIVE": "0"}).native
+    for bad in ({"PARITY_WORKERS": "0"}, {"PARITY_WORKERS": "many"}, {"PARITY_NO_NATIVE": "x"}):
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            Runtime.from_env(bad)

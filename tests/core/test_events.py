@@ -20,20 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from parity.core.checksum import canonical_bytes, checksum_matches, compute_checksum
 from parity.core.errors import InvalidEventError
-from parity.core.events import (
-    MAX_SAFE_INTEGER,
-    REQUIRED_FIELDS,
-    Event,
-    canonical_bytes,
-    checksum_matches,
-    compute_checksum,
-    format_timestamp,
-    loads_exact,
-    make_event,
-    parse_event,
-    parse_timestamp,
-)
+from parity.core.events import REQUIRED_FIELDS, Event, make_event, parse_event
+from parity.core.jsontext import MAX_SAFE_INTEGER, loads_exact
+from parity.core.timestamps import format_timestamp, parse_timestamp
 from parity.io.verify import verify_checksums
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "checksum_vectors.json").read_text("utf-8"))

@@ -14,13 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity.core.reconcile import (
-    DETAIL_KEYS,
-    Reconciliation,
-    reconcile,
-    reconcile_in_parts,
-    split_by_stream,
-)
+from parity.core.reconcile import reconcile, reconcile_in_parts, split_by_stream
+from parity.core.reconciliation import DETAIL_KEYS, Reconciliation
 from parity.core.report import REPORT_KEYS, is_clean
 from parity.core.routing import (
     CRITICAL_EVENTS_SUPABASE,

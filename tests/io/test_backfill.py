@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
+from parity.core import backfill_plan
 from parity.core.classify import load_rules
 from parity.core.config import TableName
 from parity.core.errors import StoreConnectionError
@@ -29,6 +29,7 @@ from parity.io.snapshot import SnapshotFile
 from parity.io.store import EventStore, with_derived_columns
 from parity.io.store_pg import PostgresStore
 from parity.io.wslog import read_window, write_events
+from tests.io.stores import FailingStore
 
 H = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
 END = H + dt.timedelta(hours=1)
@@ -150,8 +151,8 @@ def check_faulty_partition(ws: pa.Table, store: EventStore, health: list[Event])
     assert result.already_present == 0
     assert result.conflicts == 2
     assert {(c.stream, c.seq, c.reason) for c in result.conflict_sample} == {
-        ("health", 6, bf.STORE_DIFFERS),
-        ("health", 9, bf.LOG_COPIES_DIFFER),
+        ("health", 6, backfill_plan.STORE_DIFFERS),
+        ("health", 9, backfill_plan.LOG_COPIES_DIFFER),
     }
     six = next(c for c in result.conflict_sample if c.seq == 6)
     assert six.store_checksums == (rival(by_seq[6]).checksum,)
@@ -252,34 +253,6 @@ def test_the_cohort_is_judged_at_each_events_emitted_at(tmp_path: Path, store: P
 # -- interruptions, retries, concurrency ---------------------------------------------------
 
 
-class FailingStore:
-    """Passes reads through; inserts fail with a connection error once ``ok_batches``
-    batches went through (for ``failures`` attempts, then recover)."""
-
-    transport = "postgres"
-
-    def __init__(self, inner: EventStore, ok_batches: int, failures: int = 10**6) -> None:
-        self.inner, self.table = inner, inner.table
-        self.ok_batches, self.failures = ok_batches, failures
-        self.inserts = 0
-
-    def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
-        return self.inner.snapshot(start, end)
-
-    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
-        return self.inner.snapshot_batches(start, end)
-
-    def insert_events(self, rows: pa.Table) -> int:
-        self.inserts += 1
-        if self.inserts > self.ok_batches and self.failures > 0:
-            self.failures -= 1
-            raise StoreConnectionError("connection to the test server lost")
-        return self.inner.insert_events(rows)
-
-    def close(self) -> None:
-        pass
-
-
 def test_an_interrupted_backfill_completes_on_rerun(tmp_path: Path, store: PostgresStore):
     health = events("health", "system.health", 25)
     ws = log_snapshot(tmp_path, health)
@@ -370,15 +343,20 @@ def test_two_backfills_at_once_write_each_event_once(
 
 def test_plan_on_an_empty_hour_and_keys_the_log_lacks(tmp_path: Path) -> None:
     ws = log_snapshot(tmp_path, [])
-    plan = bf.plan_backfill(
+    plan = backfill_plan.plan_backfill(
         ws, STORE_SCHEMA.empty_table(), timeline=CRITICAL_ON, keys=[["ghost", 1]]
     )
     assert (plan.rows.num_rows, plan.candidates, plan.not_in_log) == (0, 0, 1)
 
 
 def test_options_validate_and_back_off_exponentially() -> None:
-    options = bf.BackfillOptions(backoff_s=1.0, max_backoff_s=5.0)
-    assert [options.delay(a) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    sleeps: list[float] = []
+    options = bf.BackfillOptions(backoff_s=1.0, max_backoff_s=5.0, sleep=sleeps.append)
+    with pytest.raises(StoreConnectionError):
+        for attempt in options.retrying():
+            with attempt:
+                raise StoreConnectionError("down")
+    assert sleeps == [1.0, 2.0, 4.0, 5.0]  # five attempts, capped backoff between them
     with pytest.raises(Exception, match="batch size"):
         bf.BackfillOptions(batch_size=0)
 

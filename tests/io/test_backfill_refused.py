@@ -23,6 +23,7 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
+from parity.core import backfill_plan
 from parity.core.classify import load_rules
 from parity.core.config import TableName
 from parity.core.errors import StoreRefusedError
@@ -32,6 +33,7 @@ from parity.io import backfill as bf
 from parity.io.store import EventStore
 from parity.io.store_pg import PostgresStore
 from parity.io.wslog import read_window
+from tests.io.stores import CountingStore
 
 pytestmark = pytest.mark.integration
 
@@ -101,29 +103,6 @@ def rest_api(pg_url: str, table: TableName, tmp_path_factory: pytest.TempPathFac
     workdir = tmp_path_factory.mktemp("postgrest")
     with start_supabase_rest(pg_url, workdir=workdir, schemas=(table.schema,)) as api:
         yield api
-
-
-class CountingStore:
-    """The real store, counting the insert calls a backfill makes."""
-
-    def __init__(self, inner: EventStore) -> None:
-        self.inner = inner
-        self.transport = inner.transport
-        self.table = inner.table
-        self.inserts = 0
-
-    def snapshot(self, start: dt.datetime, end: dt.datetime) -> pa.Table:
-        return self.inner.snapshot(start, end)
-
-    def snapshot_batches(self, start: dt.datetime, end: dt.datetime) -> Iterator[pa.Table]:
-        return self.inner.snapshot_batches(start, end)
-
-    def insert_events(self, rows: pa.Table) -> int:
-        self.inserts += 1
-        return self.inner.insert_events(rows)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture(params=["postgres", "rest"])
@@ -221,7 +200,7 @@ def test_a_lone_surrogate_never_reaches_the_store(tmp_path: Path) -> None:
     read = read_window(tmp_path / "ws-log", H, END, classifier=load_rules())
     assert read.events.num_rows == 0
     assert read.quarantined.column("source_line").to_pylist() == [1]  # kept, reported
-    plan = bf.plan_backfill(read.events, read.events.slice(0, 0), timeline=TIMELINE)
+    plan = backfill_plan.plan_backfill(read.events, read.events.slice(0, 0), timeline=TIMELINE)
     assert plan.rows.num_rows == 0
 
 

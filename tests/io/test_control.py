@@ -36,52 +36,22 @@ from parity.io.tables import (
     MIGRATIONS_TABLE,
     SET_FLAGS_FUNCTION,
 )
-from tests.restharness import SupabaseRest, prepare_supabase, start_supabase_rest
+from tests.restharness import SUPABASE_TABLE, SupabaseRest, insert_samples
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "parity_control"
-TABLE = TableName("public", "monitoring_events")
+TABLE = SUPABASE_TABLE
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 PERCENT = SUPABASE_ROLLOUT_PERCENTAGE
-
-
-@pytest.fixture(scope="module")
-def db_url(pg_url: str) -> Iterator[str]:
-    """A database of its own, set up as a Supabase project is (roles, default privileges
-    that grant the API roles everything new), then migrated."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DATABASE} with (force)")
-        conn.execute(f"create database {DATABASE}")
-    url = make_conninfo(**{**conninfo_to_dict(pg_url), "dbname": DATABASE})  # type: ignore[arg-type]
-    prepare_supabase(url, (TABLE.schema,))
-    migrate(url, TABLE)
-    yield url
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DATABASE} with (force)")
-
-
-@pytest.fixture(scope="module")
-def api(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupabaseRest]:
-    with start_supabase_rest(
-        db_url, workdir=tmp_path_factory.mktemp("postgrest"), schemas=(TABLE.schema,)
-    ) as running:
-        running.reload_schema(wait_for=[(TABLE.schema, FLAGS_TABLE)])
-        yield running
-
-
-@pytest.fixture
-def clean(db_url: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for table in (FLAGS_TABLE, AUDIT_TABLE, METRICS_TABLE):
-            conn.execute(sql.SQL("truncate {}").format(sql.Identifier(TABLE.schema, table)))
 
 
 PlaneFactory = Callable[..., ControlPlane]
 
 
 @pytest.fixture(params=["postgres", "rest"])
-def open_plane(request: pytest.FixtureRequest, db_url: str, clean: None) -> Iterator[PlaneFactory]:
+def open_plane(
+    request: pytest.FixtureRequest, supabase_db_url: str, empty_control_tables: None
+) -> Iterator[PlaneFactory]:
     """Opens control planes of the parametrised transport (closed at the end); keyword
     arguments go to the REST implementation."""
     opened: list[ControlPlane] = []
@@ -89,10 +59,12 @@ def open_plane(request: pytest.FixtureRequest, db_url: str, clean: None) -> Iter
     def factory(**kwargs: Any) -> ControlPlane:
         plane: ControlPlane
         if request.param == "postgres":
-            plane = PostgresControlPlane(db_url, TABLE.schema)
+            plane = PostgresControlPlane(supabase_db_url, TABLE.schema)
         else:
-            api = request.getfixturevalue("api")
-            plane = RestControlPlane(api.url, api.service_role_key, TABLE.schema, **kwargs)
+            supabase_api = request.getfixturevalue("supabase_api")
+            plane = RestControlPlane(
+                supabase_api.url, supabase_api.service_role_key, TABLE.schema, **kwargs
+            )
         opened.append(plane)
         return plane
 
@@ -106,9 +78,9 @@ def plane(open_plane: PlaneFactory) -> ControlPlane:
     return open_plane()
 
 
-def sql_history(db_url: str) -> list[AuditRow]:
+def sql_history(supabase_db_url: str) -> list[AuditRow]:
     """The audit table read over SQL, independent of the implementation under test."""
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(supabase_db_url) as conn:
         return control_pg.history(conn, TABLE.schema)
 
 
@@ -122,7 +94,9 @@ def test_defaults_before_any_change(plane: ControlPlane) -> None:
     assert control.read_state(plane) == rollout.RolloutState()
 
 
-def test_changes_are_audited_once_with_their_evidence(plane: ControlPlane, db_url: str) -> None:
+def test_changes_are_audited_once_with_their_evidence(
+    plane: ControlPlane, supabase_db_url: str
+) -> None:
     rows = plane.set_flags(
         {PERCENT: 10, "MONITORING_DUAL_WRITE_ENABLED": True},
         actor="alice",
@@ -141,7 +115,7 @@ def test_changes_are_audited_once_with_their_evidence(plane: ControlPlane, db_ur
         T0,
     )
     assert plane.read_flags()[PERCENT] == 10
-    assert sql_history(db_url) == plane.history() == rows
+    assert sql_history(supabase_db_url) == plane.history() == rows
 
 
 @pytest.mark.parametrize(
@@ -155,14 +129,14 @@ def test_changes_are_audited_once_with_their_evidence(plane: ControlPlane, db_ur
     ],
 )
 def test_invalid_changes_write_nothing(
-    plane: ControlPlane, db_url: str, changes: dict, reason: str, message: str
+    plane: ControlPlane, supabase_db_url: str, changes: dict, reason: str, message: str
 ) -> None:
     with pytest.raises(FlagError, match=message):
         plane.set_flags(changes, actor="t", reason=reason)
-    assert sql_history(db_url) == [] and plane.read_flags() == dict(FLAG_DEFAULTS)
+    assert sql_history(supabase_db_url) == [] and plane.read_flags() == dict(FLAG_DEFAULTS)
 
 
-def test_a_stale_compare_and_set_writes_nothing(plane: ControlPlane, db_url: str) -> None:
+def test_a_stale_compare_and_set_writes_nothing(plane: ControlPlane, supabase_db_url: str) -> None:
     plane.set_flags({PERCENT: 50}, actor="a", reason="r")
     with pytest.raises(ConcurrentUpdateError, match="re-read"):
         plane.set_flags(
@@ -173,7 +147,7 @@ def test_a_stale_compare_and_set_writes_nothing(plane: ControlPlane, db_url: str
         )
     assert plane.read_flags()[PERCENT] == 50
     assert plane.read_flags()["MONITORING_DASHBOARD_DUAL_MODE"] is False
-    assert len(sql_history(db_url)) == 1
+    assert len(sql_history(supabase_db_url)) == 1
     # A reserved row that does not exist compares as None.
     with pytest.raises(ConcurrentUpdateError):
         plane.set_flags(
@@ -213,7 +187,7 @@ def test_concurrent_compare_and_set_leaves_every_change_once(open_plane: PlaneFa
     assert [r.new_value for r in writers[0].history(PERCENT)] == [1, 2, 3, 4, 5, 6]
 
 
-def test_rollbacks_at_once_leave_one_change(open_plane: PlaneFactory, db_url: str) -> None:
+def test_rollbacks_at_once_leave_one_change(open_plane: PlaneFactory, supabase_db_url: str) -> None:
     open_plane().set_flags(
         {PERCENT: 50, "MONITORING_CRITICAL_EVENTS_SUPABASE": True}, actor="a", reason="r"
     )
@@ -234,7 +208,7 @@ def test_rollbacks_at_once_leave_one_change(open_plane: PlaneFactory, db_url: st
     [applied] = [r for r in results if r.applied]
     assert applied.changes == {PERCENT: 0, "MONITORING_CRITICAL_EVENTS_SUPABASE": False}
     assert {k: applied.flags_after[k] for k in rollout.rollback_plan()} == rollout.rollback_plan()
-    written = [r for r in sql_history(db_url) if r.actor == "t"]
+    written = [r for r in sql_history(supabase_db_url) if r.actor == "t"]
     assert sorted(r.flag for r in written) == sorted(
         [PERCENT, "MONITORING_CRITICAL_EVENTS_SUPABASE", ROLLOUT_STATE_FLAG]
     )
@@ -279,7 +253,9 @@ def test_a_transition_decided_on_stale_values_is_refused(plane: ControlPlane) ->
     assert applied.applied and control.read_state(plane) == resumed.state
 
 
-def test_history_and_timeline_past_the_row_cap(open_plane: PlaneFactory, db_url: str) -> None:
+def test_history_and_timeline_past_the_row_cap(
+    open_plane: PlaneFactory, supabase_db_url: str
+) -> None:
     rows = [
         AuditRow(
             0,
@@ -293,7 +269,7 @@ def test_history_and_timeline_past_the_row_cap(open_plane: PlaneFactory, db_url:
         )
         for i in range(1, 1201)
     ]
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(supabase_db_url) as conn:
         control_pg.import_history(conn, TABLE.schema, rows)
     plane = open_plane(page_size=500)  # REST: pages below the server's cap of 1,000
     got = plane.history()
@@ -306,21 +282,9 @@ def test_history_and_timeline_past_the_row_cap(open_plane: PlaneFactory, db_url:
     assert timeline.value_at(PERCENT, T0 - dt.timedelta(seconds=1)) == 0  # the default
 
 
-def insert_samples(db_url: str, now: dt.datetime, count: int, failures: int) -> None:
-    ident = sql.Identifier(TABLE.schema, METRICS_TABLE)
-    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "insert into {} (sampled_at, producer, window_s, attempts, failures, "
-                "latency_p50_ms, latency_p95_ms) values (%s, 'p1', 10, 100, %s, 20, 40)"
-            ).format(ident),
-            [(now - dt.timedelta(seconds=10 * i), failures) for i in range(count)],
-        )
-
-
-def test_samples_and_health_past_the_row_cap(plane: ControlPlane, db_url: str) -> None:
+def test_samples_and_health_past_the_row_cap(plane: ControlPlane, supabase_db_url: str) -> None:
     now = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
-    insert_samples(db_url, now, count=1500, failures=9)  # 9% errors for over 4 hours
+    insert_samples(supabase_db_url, now, count=1500, failures=9)  # 9% errors for over 4 hours
     samples = plane.load_samples(now - dt.timedelta(hours=1), now)
     assert len(samples) == 360
     assert [s.sampled_at for s in samples] == sorted(s.sampled_at for s in samples)
@@ -335,11 +299,11 @@ def test_samples_and_health_past_the_row_cap(plane: ControlPlane, db_url: str) -
 
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
 def test_anon_and_authenticated_are_refused_everything(
-    api: SupabaseRest, db_url: str, clean: None, role: str
+    supabase_api: SupabaseRest, supabase_db_url: str, empty_control_tables: None, role: str
 ) -> None:
-    key = api.anon_key if role == "anon" else api.authenticated_key
+    key = supabase_api.anon_key if role == "anon" else supabase_api.authenticated_key
     headers = {"apikey": key, "Authorization": f"Bearer {key}"}
-    base = f"{api.url}/rest/v1"
+    base = f"{supabase_api.url}/rest/v1"
     with httpx.Client(timeout=10) as client:
         for table in (TABLE.name, FLAGS_TABLE, AUDIT_TABLE, METRICS_TABLE, MIGRATIONS_TABLE):
             read = client.get(f"{base}/{table}", params={"limit": 1}, headers=headers)
@@ -359,7 +323,7 @@ def test_anon_and_authenticated_are_refused_everything(
         )
         assert call.status_code in (401, 403), call.text
         assert call.json()["code"] == "42501", call.text
-    refused = RestControlPlane(api.url, key, TABLE.schema)
+    refused = RestControlPlane(supabase_api.url, key, TABLE.schema)
     try:
         with pytest.raises(StoreConnectionError, match="service-role"):
             refused.read_flags()
@@ -367,34 +331,42 @@ def test_anon_and_authenticated_are_refused_everything(
             refused.set_flags({PERCENT: 100}, actor="intruder", reason="r")
     finally:
         refused.close()
-    assert sql_history(db_url) == []
+    assert sql_history(supabase_db_url) == []
 
 
-def test_service_role_reads_and_calls(api: SupabaseRest, clean: None) -> None:
-    with RestControlPlane(api.url, api.service_role_key, TABLE.schema) as plane:
+def test_service_role_reads_and_calls(
+    supabase_api: SupabaseRest, empty_control_tables: None
+) -> None:
+    with RestControlPlane(supabase_api.url, supabase_api.service_role_key, TABLE.schema) as plane:
         assert plane.set_flags({PERCENT: 10}, actor="svc", reason="r")
         assert plane.read_flags()[PERCENT] == 10
         assert len(plane.history()) == 1
 
 
-def test_an_unmigrated_schema_is_named_with_what_to_do(db_url: str, api: SupabaseRest) -> None:
+def test_an_unmigrated_schema_is_named_with_what_to_do(
+    supabase_db_url: str, supabase_api: SupabaseRest
+) -> None:
     with pytest.raises(StoreError, match="parity db migrate"):
-        PostgresControlPlane(db_url, "not_migrated").read_flags()
+        PostgresControlPlane(supabase_db_url, "not_migrated").read_flags()
     with pytest.raises(StoreError, match="parity db migrate"):
-        PostgresControlPlane(db_url, "not_migrated").set_flags({PERCENT: 1}, actor="a", reason="r")
-    with RestControlPlane(api.url, api.service_role_key, "not_exposed") as plane:
+        PostgresControlPlane(supabase_db_url, "not_migrated").set_flags(
+            {PERCENT: 1}, actor="a", reason="r"
+        )
+    with RestControlPlane(supabase_api.url, supabase_api.service_role_key, "not_exposed") as plane:
         with pytest.raises(StoreError, match="expose schema 'not_exposed'"):
             plane.read_flags()
 
 
-def test_errors_never_carry_the_password_or_the_key(db_url: str, api: SupabaseRest) -> None:
-    params = conninfo_to_dict(db_url)
+def test_errors_never_carry_the_password_or_the_key(
+    supabase_db_url: str, supabase_api: SupabaseRest
+) -> None:
+    params = conninfo_to_dict(supabase_db_url)
     wrong = make_conninfo(**{**params, "password": "s3cret-pw", "port": "1"})  # type: ignore[arg-type]
     with pytest.raises(StoreConnectionError) as err:
         PostgresControlPlane(wrong, TABLE.schema, connect_timeout_s=2).read_flags()
     assert "s3cret-pw" not in str(err.value)
-    key = api.anon_key
-    with RestControlPlane(api.url, key, TABLE.schema) as plane:
+    key = supabase_api.anon_key
+    with RestControlPlane(supabase_api.url, key, TABLE.schema) as plane:
         with pytest.raises(StoreConnectionError) as err2:
             plane.history()
     assert key not in str(err2.value)

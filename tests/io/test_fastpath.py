@@ -15,13 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parity.core.checksum import checksum_matches, compute_checksum
 from parity.core.classify import load_rules
 from parity.core.errors import InvalidEventError
-from parity.core.events import (
-    checksum_matches,
-    compute_checksum,
-    make_event,
-)
+from parity.core.events import make_event
 from parity.io import logwindow, parallel, wslog
 from parity.io.verify import verify_checksums
 
@@ -159,9 +156,9 @@ def test_log_reader_split_over_processes(tmp_path: Path, monkeypatch: pytest.Mon
         return wslog.read_window(tmp_path, H, H + dt.timedelta(hours=1), classifier=rules)
 
     monkeypatch.setattr(parallel, "MIN_ITEMS_PER_SHARE", 1)
-    monkeypatch.setenv(parallel.WORKERS_ENV, "1")
+    monkeypatch.setattr(parallel, "_limit", 1)
     one = read()
-    monkeypatch.setenv(parallel.WORKERS_ENV, "4")
+    monkeypatch.setattr(parallel, "_limit", 4)
     monkeypatch.setattr(logwindow, "SPLIT_MIN_BYTES", 1 << 10)
     if parallel.workers(10**6) < 2:
         pytest.skip("one core, or no fork: nothing is split")

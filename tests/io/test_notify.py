@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import socket
 import threading
 import time
@@ -117,3 +118,14 @@ def test_a_webhook_that_never_answers_is_given_up_within_the_budget():
 def test_a_malformed_webhook_url_is_reported_not_raised():
     delivery = Notifier(webhook_url="http://[::1/t0ken").send(ALERT)
     assert not delivery.delivered and "t0ken" not in delivery.detail
+
+
+def test_a_send_logs_no_token_even_at_debug(receiver: int, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    base = f"127.0.0.1:{receiver}"
+    notifier = Notifier(f"json://{base}/apprise-t0ken", webhook_url=f"http://{base}/hook-t0ken")
+    delivery = notifier.send(ALERT)
+    assert delivery.delivered, delivery.detail
+    assert sorted(p for p, _ in Receiver.received) == ["/apprise-t0ken", "/hook-t0ken"]
+    assert caplog.records  # logging was on: Parity's own line at least
+    assert "t0ken" not in caplog.text

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from parity.core.classify import load_rules
 from parity.core.events import make_event
 from parity.io.recorder import Recorder, RecorderConfig
 from parity.io.wslog import read_window
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -78,14 +79,6 @@ def recorder(out: Path, url: str, clock: FakeClock, **overrides: object) -> Reco
     for key, value in overrides.items():
         object.__setattr__(cfg, key, value)
     return Recorder(cfg, clock=clock)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def lines_of(path: Path) -> list[dict]:

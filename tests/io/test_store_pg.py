@@ -25,7 +25,8 @@ from parity.core.errors import ConfigurationError, MigrationError, StoreConnecti
 from parity.core.events import Event, make_event
 from parity.core.schema import STORE_SCHEMA, UTC_US
 from parity.io.migrate import derived_name, migrate, migration_sql
-from parity.io.store_pg import PostgresStore, scrub, unique_key_exists
+from parity.io.pg_connect import scrub
+from parity.io.store_pg import PostgresStore, unique_key_exists
 
 pytestmark = pytest.mark.integration
 

@@ -479,7 +479,7 @@ def test_a_sink_receives_exactly_the_rows_of_an_in_memory_read(
     from parity.io.snapshot import SnapshotWriter
 
     monkeypatch.setattr(parallel, "MIN_ITEMS_PER_SHARE", 1)
-    monkeypatch.setenv(parallel.WORKERS_ENV, str(shares))
+    monkeypatch.setattr(parallel, "_limit", shares)
     monkeypatch.setattr(logwindow, "SPLIT_MIN_BYTES", 1 << 10)  # split the file between forks
     monkeypatch.setattr(loglines, "BATCH_ROWS", 7)
     events = [

@@ -166,6 +166,7 @@ def test_secrets_reach_dagster_as_env_vars_not_values():
         ("PARITY_SLO_DELIVERY_RATE", "99.9"),
         ("PARITY_ALERT_WINDOW_MINUTES", "0"),
         ("PARITY_ROLLBACK_DRY_RUN", "maybe"),
+        ("PARITY_WORKERS", "0"),
     ],
 )
 def test_a_bad_knob_stops_the_code_location_naming_it(env, monkeypatch, variable, value):
@@ -200,3 +201,24 @@ def test_the_knobs_in_force_are_visible_in_the_ui(env, monkeypatch):
     assert settings.knobs.triggers.error_rate_threshold == 0.02
     assert settings.knobs.rollout.steps == (5, 25, 100)
     assert settings.knobs.rollback_dry_run is True
+
+
+def test_the_runtime_is_shown_and_applied_where_a_step_runs(env, monkeypatch):
+    from parity.core.config import Runtime
+    from parity.io import native, parallel
+    from parity.io.runtime import apply_runtime
+
+    before = Runtime(workers=parallel._limit, native=native.kernel is not None)
+    monkeypatch.setenv("PARITY_WORKERS", "2")
+    monkeypatch.setenv("PARITY_NO_NATIVE", "1")
+    try:
+        resource = build_definitions().resources["parity"]
+        assert resource.runtime == {"PARITY_WORKERS": "2", "PARITY_NO_NATIVE": "1"}
+        apply_runtime(Runtime())  # a fresh step process, before its resources are built
+        with dg.build_resources({"parity": resource}):
+            assert native.kernel is None and parallel._limit == 2
+        # A resource built without runtime config leaves the process as it was set.
+        with dg.build_resources({"parity": resource.model_copy(update={"runtime": {}})}):
+            assert native.kernel is None and parallel._limit == 2
+    finally:
+        apply_runtime(before)

@@ -8,14 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from assets.flags import feature_flags
 from assets.resources import parity_resource_from_env
@@ -28,55 +25,30 @@ from orchestration.rollout import (
 )
 from parity.app import cli
 from parity.core import rollout
-from parity.core.config import Settings, TableName
+from parity.core.config import Settings
 from parity.core.routing import CRITICAL_EVENTS_SUPABASE, SUPABASE_ROLLOUT_PERCENTAGE
 from parity.io import control_pg
-from parity.io.migrate import migrate
-from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE
 from tests.orchestration.test_rollback_and_sensors import rollout_floor, write_clean_reports
-from tests.restharness import SupabaseRest, prepare_supabase, start_supabase_rest
+from tests.restharness import SUPABASE_TABLE, SupabaseRest, insert_samples
 
 pytestmark = pytest.mark.integration
 
-DATABASE = "parity_rest_only"
-TABLE = TableName("public", "monitoring_events")
+TABLE = SUPABASE_TABLE
 PERCENT = SUPABASE_ROLLOUT_PERCENTAGE
-
-
-@pytest.fixture(scope="module")
-def db_url(pg_url: str) -> Iterator[str]:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DATABASE} with (force)")
-        conn.execute(f"create database {DATABASE}")
-    url = make_conninfo(**{**conninfo_to_dict(pg_url), "dbname": DATABASE})  # type: ignore[arg-type]
-    prepare_supabase(url, (TABLE.schema,))
-    migrate(url, TABLE)
-    yield url
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DATABASE} with (force)")
-
-
-@pytest.fixture(scope="module")
-def api(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupabaseRest]:
-    with start_supabase_rest(
-        db_url, workdir=tmp_path_factory.mktemp("postgrest"), schemas=(TABLE.schema,)
-    ) as running:
-        running.reload_schema(wait_for=[(TABLE.schema, FLAGS_TABLE)])
-        yield running
 
 
 @pytest.fixture
 def rest_env(
-    api: SupabaseRest, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    supabase_api: SupabaseRest,
+    empty_control_tables: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """Only the REST variables in the environment; the flag tables empty."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for table in (FLAGS_TABLE, AUDIT_TABLE, METRICS_TABLE):
-            conn.execute(sql.SQL("truncate {}").format(sql.Identifier(TABLE.schema, table)))
     env = {
         "PARITY_HOME": str(tmp_path / "home"),
-        "SUPABASE_URL": api.url,
-        "SUPABASE_SERVICE_ROLE_KEY": api.service_role_key,
+        "SUPABASE_URL": supabase_api.url,
+        "SUPABASE_SERVICE_ROLE_KEY": supabase_api.service_role_key,
         "PARITY_EVENTS_TABLE": str(TABLE),
         "PARITY_PARTITIONS_START": "2026-11-27",
     }
@@ -94,27 +66,15 @@ def rest_env(
     return env
 
 
-def flags_over_sql(db_url: str) -> dict:
+def flags_over_sql(supabase_db_url: str) -> dict:
     """The flags as PostgreSQL has them, independent of the REST path under test."""
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(supabase_db_url) as conn:
         return control_pg.read_flags(conn, TABLE.schema, include_reserved=True)
 
 
-def set_over_sql(db_url: str, values: dict) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
+def set_over_sql(supabase_db_url: str, values: dict) -> None:
+    with psycopg.connect(supabase_db_url, autocommit=True) as conn:
         control_pg.set_flags(conn, TABLE.schema, values, actor="test", reason="setup")
-
-
-def insert_samples(db_url: str, now: dt.datetime, minutes: int, failures: int) -> None:
-    ident = sql.Identifier(TABLE.schema, METRICS_TABLE)
-    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "insert into {} (sampled_at, producer, window_s, attempts, failures, "
-                "latency_p50_ms, latency_p95_ms) values (%s, 'p1', 10, 100, %s, 20, 40)"
-            ).format(ident),
-            [(now - dt.timedelta(seconds=10 * i), failures) for i in range(minutes * 6)],
-        )
 
 
 def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None = None):
@@ -126,8 +86,8 @@ def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str 
     return sensor.evaluate_tick(context)
 
 
-def test_rollback_job_runs_over_rest(rest_env: dict, db_url: str) -> None:
-    set_over_sql(db_url, {PERCENT: 50, CRITICAL_EVENTS_SUPABASE: True})
+def test_rollback_job_runs_over_rest(rest_env: dict, supabase_db_url: str) -> None:
+    set_over_sql(supabase_db_url, {PERCENT: 50, CRITICAL_EVENTS_SUPABASE: True})
     job = build_definitions().resolve_job_def(ROLLBACK_JOB)
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(
@@ -135,26 +95,28 @@ def test_rollback_job_runs_over_rest(rest_env: dict, db_url: str) -> None:
             instance=instance,
         )
     assert result.success
-    values = flags_over_sql(db_url)
+    values = flags_over_sql(supabase_db_url)
     assert {k: values[k] for k in rollout.rollback_plan()} == rollout.rollback_plan()
     assert values[rollout.ROLLOUT_STATE_FLAG]["rollback_reason"] == "drill over REST"
 
 
-def test_health_sensor_ticks_and_its_rollback_runs_over_rest(rest_env: dict, db_url: str) -> None:
-    set_over_sql(db_url, {PERCENT: 10})
+def test_health_sensor_ticks_and_its_rollback_runs_over_rest(
+    rest_env: dict, supabase_db_url: str
+) -> None:
+    set_over_sql(supabase_db_url, {PERCENT: 10})
     defs = build_definitions()
     sensor = defs.resolve_sensor_def(ROLLBACK_ON_HEALTH_TRIGGERS)
     now = dt.datetime.now(dt.UTC)
     with dg.instance_for_test() as instance:
         quiet = tick(sensor, instance)
         assert not quiet.run_requests  # no samples: no data, never a rollback
-        insert_samples(db_url, now, minutes=6, failures=9)  # 9% errors, sustained
+        insert_samples(supabase_db_url, now, count=6 * 6, failures=9)  # 9% errors, sustained
         [request] = tick(sensor, instance, quiet.cursor).run_requests
         result = defs.resolve_job_def(ROLLBACK_JOB).execute_in_process(
             run_config=request.run_config, instance=instance, tags=request.tags
         )
         assert result.success
-        values = flags_over_sql(db_url)
+        values = flags_over_sql(supabase_db_url)
         assert values[PERCENT] == 0
         assert values[rollout.ROLLOUT_STATE_FLAG]["rollback_reason"].startswith(
             "health trigger breached: error_rate"
@@ -163,16 +125,19 @@ def test_health_sensor_ticks_and_its_rollback_runs_over_rest(rest_env: dict, db_
         assert not after.run_requests and "already in force" in (after.skip_message or "")
 
 
-def test_canary_sensor_ticks_and_its_promotion_runs_over_rest(rest_env: dict, db_url: str) -> None:
+def test_canary_sensor_ticks_and_its_promotion_runs_over_rest(
+    rest_env: dict, supabase_db_url: str
+) -> None:
     defs = build_definitions()
     sensor = defs.resolve_sensor_def(CANARY_PROMOTION)
     now = dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(hours=5)
     state = rollout.RolloutState(step=0, step_started_at=start, paused=False, paused_reason=None)
     set_over_sql(
-        db_url, {CRITICAL_EVENTS_SUPABASE: True, rollout.ROLLOUT_STATE_FLAG: state.to_json()}
+        supabase_db_url,
+        {CRITICAL_EVENTS_SUPABASE: True, rollout.ROLLOUT_STATE_FLAG: state.to_json()},
     )
-    insert_samples(db_url, now, minutes=80, failures=0)
+    insert_samples(supabase_db_url, now, count=80 * 6, failures=0)
     settings = Settings.from_env(rest_env)
     write_clean_reports(
         types.SimpleNamespace(settings=settings),  # type: ignore[arg-type]
@@ -186,12 +151,12 @@ def test_canary_sensor_ticks_and_its_promotion_runs_over_rest(rest_env: dict, db
             run_config=request.run_config, instance=instance, tags=request.tags
         )
         assert result.success
-    values = flags_over_sql(db_url)
+    values = flags_over_sql(supabase_db_url)
     assert values[PERCENT] == 10 and values[rollout.ROLLOUT_STATE_FLAG]["step"] == 1
 
 
 def test_the_cli_reads_and_changes_flags_over_rest(
-    rest_env: dict, db_url: str, capsys: pytest.CaptureFixture[str]
+    rest_env: dict, supabase_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["flags", "set", PERCENT, "10", "--reason", "start canary"]) == 0
     assert "0 -> 10" in capsys.readouterr().out
@@ -204,15 +169,17 @@ def test_the_cli_reads_and_changes_flags_over_rest(
     assert json.loads(capsys.readouterr().out)["state"]["step"] == -1
     assert cli.main(["rollback", "--reason", "drill"]) == 0
     assert f"{PERCENT} -> 0" in capsys.readouterr().out
-    assert flags_over_sql(db_url)[PERCENT] == 0
+    assert flags_over_sql(supabase_db_url)[PERCENT] == 0
     assert cli.main(["rollout", "resume", "--reason", "fixed"]) == 0
     assert not rollout.RolloutState.from_json(
-        flags_over_sql(db_url)[rollout.ROLLOUT_STATE_FLAG]
+        flags_over_sql(supabase_db_url)[rollout.ROLLOUT_STATE_FLAG]
     ).rollback_in_force
 
 
-def test_the_feature_flags_asset_is_observed_over_rest(rest_env: dict, db_url: str) -> None:
-    set_over_sql(db_url, {PERCENT: 50})
+def test_the_feature_flags_asset_is_observed_over_rest(
+    rest_env: dict, supabase_db_url: str
+) -> None:
+    set_over_sql(supabase_db_url, {PERCENT: 50})
     defs = dg.Definitions(
         assets=[feature_flags],
         jobs=[dg.define_asset_job("observe_flags", selection=[feature_flags])],

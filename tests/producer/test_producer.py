@@ -44,6 +44,7 @@ from parity.producer import (
     postgres_flag_source,
     routes_to_supabase,
 )
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -128,14 +129,6 @@ def config(tmp_path: Path, **overrides: Any) -> ProducerConfig:
 def stored_keys(store: FlakyStore) -> list[tuple[str, int]]:
     snap = store.snapshot(*WIDE)
     return list(zip(snap["stream"].to_pylist(), snap["seq"].to_pylist(), strict=True))
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def test_sequences_and_checksums_are_correct(tmp_path: Path, store: FlakyStore) -> None:

@@ -8,15 +8,13 @@ unusual fields, malformed text, nesting beyond :data:`MAX_DEPTH`) and goes to Py
 
 The extension is built at install time when a C compiler and Python's headers are there
 (``setup.py``, optional); without it :data:`kernel` is None and callers take the Python
-path. ``PARITY_NO_NATIVE=1`` turns it off for a process: the one environment read of this
-package, made once at import because the choice must hold for the whole process (the
-differential tests run the suite both ways).
+path. :func:`use_kernel` turns it off or on for the process (``PARITY_NO_NATIVE=1``, applied
+by each entry point from its settings; the differential tests run the suite both ways).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -25,15 +23,10 @@ import pyarrow as pa
 
 from parity.core.events import MAX_DEPTH
 
-#: Set to ``1`` to run without the kernel (the pure-Python path).
-NO_NATIVE_ENV = "PARITY_NO_NATIVE"
-
 VALID, INVALID, UNDECIDED, OUTSIDE = 1, 0, 2, 3
 
 
 def _load() -> ModuleType | None:
-    if os.environ.get(NO_NATIVE_ENV, "").strip() not in ("", "0"):
-        return None
     try:
         # Loaded first so that the kernel finds the libcrypto it already mapped (one of its
         # SHA-256 routes) without linking against OpenSSL.
@@ -46,8 +39,16 @@ def _load() -> ModuleType | None:
         return None
 
 
+_built: ModuleType | None = _load()
 #: The compiled module, or None (not built, or turned off).
-kernel: ModuleType | None = _load()
+kernel: ModuleType | None = _built
+
+
+def use_kernel(enabled: bool) -> None:
+    """Verify with the kernel (when built) or the pure-Python path from now on, in this
+    process and the children it forks."""
+    global kernel
+    kernel = _built if enabled else None
 
 
 def sha256_routes() -> list[str]:

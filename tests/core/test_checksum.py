@@ -1,6 +1,6 @@
 """The cheaper paths of checksum verification decide exactly as ``rfc8785`` does.
 
-Each speed path is held to the soundness rule of ``parity.events``: text counts as the RFC
+Each speed path is held to the soundness rule of ``parity.core.checksum``: text counts as the RFC
 8785 text only when it is byte for byte what ``rfc8785.dumps`` writes. The tests also make
 sure the paths are taken (``rfc8785`` made to fail), so they cannot pass by falling back.
 """
@@ -20,14 +20,10 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parity.core import events
+from parity.core import checksum, jsontext
+from parity.core.checksum import checksum_matches, compute_checksum, is_jcs_text
 from parity.core.errors import InvalidEventError
-from parity.core.events import (
-    checksum_matches,
-    compute_checksum,
-    is_jcs_text,
-    loads_exact,
-)
+from parity.core.jsontext import loads_exact
 from parity.io.verify import verify_checksums
 
 EMITTED = "2026-11-28T10:00:01.123000Z"
@@ -117,7 +113,7 @@ def no_rfc8785(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_high_character_test_agrees_with_its_definition(text: str) -> None:
     """The lead-byte test finds exactly the characters at or above U+E000."""
     high = text != "" and max(text) >= "\ue000"
-    marks = text.encode().translate(events._MARKS).decode()
+    marks = text.encode().translate(checksum._MARKS).decode()
     assert ("!" in marks) == high
     # A lone string has neither numbers nor keys: only the high characters are refused.
     assert is_jcs_text(orjson.dumps(text)) == (not high)
@@ -214,7 +210,7 @@ def test_proven_body_is_the_rfc8785_text(payload: dict) -> None:
     except orjson.JSONEncodeError:
         return
     before = json.dumps(payload)
-    proven = events._proven_body(payload, body)
+    proven = checksum._proven_body(payload, body)
     assert json.dumps(payload) == before  # the payload itself is never changed
     if proven is not None:
         assert proven == rfc8785.dumps(payload)
@@ -258,7 +254,7 @@ def test_what_the_rewrite_cannot_prove_goes_to_rfc8785(payload: dict) -> None:
     good, noncanonical = jcs_digest(5, payload), orjson_digest(5, payload)
     if payload.get("n", 0) < 2**64:  # orjson cannot write larger integers at all
         body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-        assert events._proven_body(payload, body) is None
+        assert checksum._proven_body(payload, body) is None
     expected = slow_valid(5, payload, good)
     assert expected == (good != "1" * 64)
     assert checksum_matches("s", 5, "t.x", EMITTED, payload, good) == expected
@@ -318,7 +314,7 @@ def test_long_fractions_and_big_integers_in_jsonb_text(monkeypatch: pytest.Monke
     no_rfc8785(monkeypatch)  # long fractions are proven like any other
     assert verify_checksums(_table(rows[:1])).to_pylist() == [True]
     # Digits inside a hex digest need neither the exact parser nor rfc8785.
-    monkeypatch.setattr(events, "loads_exact", None)
+    monkeypatch.setattr(checksum, "loads_exact", None)
     assert verify_checksums(_table(rows[3:])).to_pylist() == [True]
 
 
@@ -335,10 +331,10 @@ run_texts = st.one_of(
 @PROPERTY
 @given(run_texts)
 def test_long_number_test_agrees_with_its_column_form(text: str) -> None:
-    column = pc.match_substring_regex(pa.array([text]), events._LONG_NUMBER_REGEX)
-    assert column[0].as_py() == events.may_hold_long_number(text.encode())
-    if events.may_hold_long_number(text.encode()):
-        assert events.has_long_digit_run(text.encode())
+    column = pc.match_substring_regex(pa.array([text]), jsontext.LONG_NUMBER_REGEX)
+    assert column[0].as_py() == jsontext.may_hold_long_number(text.encode())
+    if jsontext.may_hold_long_number(text.encode()):
+        assert jsontext.has_long_digit_run(text.encode())
 
 
 json_values = st.recursive(
@@ -375,7 +371,7 @@ def test_loads_exact_agrees_with_the_standard_library(value: Any, separators: tu
     ],
 )
 def test_loads_exact_keeps_long_integers(text: bytes) -> None:
-    assert events.may_hold_long_number(text)
+    assert jsontext.may_hold_long_number(text)
     assert json.dumps(loads_exact(text)) == json.dumps(json.loads(text))
     assert "12345678901234567890123" in json.dumps(loads_exact(text))
 
