@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.failures import surface_parity_errors
 from assets.flags import FEATURE_FLAGS
 from assets.resources import ParityResource
 from parity.core import partitions, rollout, triggers
@@ -48,6 +49,7 @@ class RollbackConfig(dg.Config):
 
 
 @dg.op(tags={FLAG_WRITER_TAG: "rollback"})
+@surface_parity_errors
 def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parity: ParityResource):
     """Set the rollback plan in one transaction, audit it, read it back, then alert.
 
@@ -124,6 +126,7 @@ class PromoteConfig(dg.Config):
 
 
 @dg.op(tags={FLAG_WRITER_TAG: "promote"})
+@surface_parity_errors
 def apply_promotion(context: dg.OpExecutionContext, config: PromoteConfig, parity: ParityResource):
     """Write a promotion decided by ``canary_promotion``, compare-and-set on what it saw."""
     d = json.loads(config.decision_json)
