@@ -4,6 +4,7 @@
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -351,10 +352,14 @@ def _observed(metadata) -> dict[str, Any]:  # noqa: ANN001
 
 
 def health_verdict(
-    parity: ParityResource, now: dt.datetime, config: triggers.TriggerConfig
+    parity: ParityResource,
+    now: dt.datetime,
+    config: triggers.TriggerConfig,
+    log: logging.Logger | None = None,
 ) -> tuple[triggers.HealthVerdict, rollout.RolloutState, dict[str, Any]]:
-    """The triggers evaluated at ``now``, the rollout state and the flags in force."""
-    plane = parity.open_control_plane()
+    """The triggers evaluated at ``now``, the rollout state and the flags in force (``log``:
+    where to say which embedded database is in use, the tick's log)."""
+    plane = parity.open_control_plane(log)
     try:
         health = control.read_health(plane, now, config)
         values = plane.read_flags(include_reserved=True)
@@ -391,7 +396,7 @@ def build_health_sensor(
     )
     def rollback_on_health_triggers(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
-        verdict, state, values = health_verdict(parity, now, config)
+        verdict, state, values = health_verdict(parity, now, config, context.log)
         if not verdict.breached:
             return dg.SkipReason(verdict.summary())
         if state.rollback_in_force:
@@ -435,7 +440,7 @@ def build_canary_sensor(
     )
     def canary_promotion(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
-        verdict, state, flags = health_verdict(parity, now, trigger_config)
+        verdict, state, flags = health_verdict(parity, now, trigger_config, context.log)
         hours = rollback.reconciled_hours(parity.settings().layout, state.step_started_at, now)
         decision = rollout.decide(
             rollout.RolloutInputs(state=state, flags=flags, hours=hours, health=verdict),

@@ -14,7 +14,7 @@ Two transports give the same output shape (``schema.STORE_SCHEMA``):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -51,9 +51,14 @@ class EventStore(Protocol):
 
 
 def open_store(
-    settings: Settings, *, connect_timeout_s: float = 10.0, statement_timeout_s: float = 300.0
+    settings: Settings,
+    *,
+    connect_timeout_s: float = 10.0,
+    statement_timeout_s: float = 300.0,
+    announce: Callable[[str], None] | None = None,
 ) -> EventStore:
-    """The store the settings point at; starts the embedded server when none is set."""
+    """The store the settings point at; starts the embedded server when none is set
+    (``announce``: see :func:`parity.io.embedded.ensure_embedded`)."""
     if settings.transport == "rest":
         from parity.io.store_rest import RestStore
 
@@ -70,7 +75,7 @@ def open_store(
     if url is None:
         from parity.io.embedded import ensure_embedded
 
-        url = ensure_embedded(settings)
+        url = ensure_embedded(settings, announce=announce)
     return PostgresStore(
         url,
         settings.events_table,
