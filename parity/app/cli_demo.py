@@ -101,7 +101,7 @@ def demo(
     # unless --keep-db), not only as long as the process that happens to start it.
     from parity.io.embedded import keep_what_this_process_starts
 
-    keep_what_this_process_starts()
+    keep_what_this_process_starts(Settings.from_env({"PARITY_HOME": str(options.home)}))
     return run_demo(options, _reconcile)
 
 

@@ -73,14 +73,15 @@ _migrated: set[tuple[Path, TableName]] = set()
 _holds: dict[Path, int] = {}
 #: Data directories whose server this process has announced (see ``announce``).
 _announced: set[Path] = set()
-#: Whether a server this process starts is kept (see keep_what_this_process_starts).
-_keep = [False]
+#: Data directories whose server, when this process starts it, is kept (asked for).
+_asked_for: set[Path] = set()
 
 
-def keep_what_this_process_starts() -> None:
-    """This process asked for the embedded server (``parity demo``): a server it starts is
-    kept running after it exits, until :func:`stop_embedded`."""
-    _keep[0] = True
+def keep_what_this_process_starts(settings: Settings) -> None:
+    """This process asked for the embedded server of ``settings`` (``parity demo``): if it
+    starts that server, the server is kept running after it exits, until
+    :func:`stop_embedded`."""
+    _asked_for.add(_pgdata(settings))
 
 
 def _pgserver() -> Any:
@@ -198,7 +199,9 @@ def _attach(pgdata: Path, *, hold: bool, announce: Callable[[str], None] | None)
     with _registry(pgdata) as registry:
         started, url, postmaster = _start(pgdata)
         if started:
-            registry.update(postmaster=postmaster, kept=_keep[0], started_by=os.getpid())
+            registry.update(
+                postmaster=postmaster, kept=pgdata in _asked_for, started_by=os.getpid()
+            )
         elif registry.get("postmaster") != postmaster:
             # Running, and not started by a Parity process that recorded it: not Parity's to
             # stop (a server from an older Parity, or one a person started).
@@ -208,7 +211,6 @@ def _attach(pgdata: Path, *, hold: bool, announce: Callable[[str], None] | None)
         kept = bool(registry["kept"])
     if hold:
         _holds[pgdata] = _holds.get(pgdata, 0) + 1
-        _exit_handler()
     if pgdata not in _announced:
         _announced.add(pgdata)
         (announce or log.info)(_notice(pgdata, started=started, kept=kept, postmaster=postmaster))
@@ -273,17 +275,9 @@ def _release(pgdata: Path) -> Release:
         return Release(stopped=True)
 
 
-def _exit_handler() -> None:
-    """Let go of every server this process holds when it exits (registered once)."""
-    if not _exit_registered:
-        atexit.register(_release_all)
-        _exit_registered.append(True)
-
-
-_exit_registered: list[bool] = []
-
-
+@atexit.register
 def _release_all() -> None:
+    """Let go of every server this process still holds, as it exits."""
     for pgdata in list(_holds):
         if not pgdata.parent.is_dir():  # PARITY_HOME deleted meanwhile: nothing to let go of
             continue

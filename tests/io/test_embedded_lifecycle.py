@@ -97,9 +97,10 @@ HOLD = """
     import os, sys
     from parity.core.config import Settings
     from parity.io import embedded
+    settings = Settings.from_env(os.environ)
     if "--keep" in sys.argv:
-        embedded.keep_what_this_process_starts()
-    embedded.ensure_embedded(Settings.from_env(os.environ))
+        embedded.keep_what_this_process_starts(settings)
+    embedded.ensure_embedded(settings)
     print("ready", flush=True)
     sys.stdin.readline()
 """
