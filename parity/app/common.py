@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import sys
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +23,7 @@ from parity.core.errors import (
     EXIT_OK,
     ConfigurationError,
 )
+from parity.io.store import describe_database
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -77,18 +77,6 @@ def partition_keys(partition: str | None, from_: str | None, to: str | None) -> 
     if from_ and to:
         return partitions.keys_between(from_, to)
     raise ConfigurationError("name the hours: --partition KEY, or --from KEY --to KEY")
-
-
-def describe_database(settings: Settings) -> str:
-    """Which database a command uses, never with a password."""
-    if settings.transport == "rest":
-        url = urllib.parse.urlsplit(settings.supabase_url or "")
-        return f"the Supabase REST API at {url.scheme}://{url.hostname or ''}"
-    if settings.database_url:
-        from parity.io.store_pg import describe_target
-
-        return f"PostgreSQL at {describe_target(settings.database_url)}"
-    return f"the embedded PostgreSQL under {settings.pgdata_dir}"
 
 
 @contextmanager

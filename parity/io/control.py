@@ -33,6 +33,7 @@ from parity.io.flagrows import (
     AuditRow,
     read_state_from,
 )
+from parity.io.store import name_database
 
 __all__ = [
     "RESERVED_FLAGS",
@@ -104,7 +105,8 @@ def open_control_plane(
 ) -> ControlPlane:
     """The control plane beside the events store the settings point at (the same transport,
     the events table's schema); starts the embedded server when nothing is configured
-    (``announce``: see :func:`parity.io.embedded.ensure_embedded`)."""
+    (``announce``: see :func:`parity.io.store.name_database`)."""
+    name_database(settings, announce)
     if settings.transport == "rest":
         from parity.io.control_rest import RestControlPlane
 

@@ -248,3 +248,53 @@ def test_a_command_that_starts_the_server_stops_it_and_says_so(home: Path) -> No
     assert f"parity: database: the embedded PostgreSQL under {pgdata} (started by" in done.stderr
     assert f"parity: stopped the embedded PostgreSQL under {pgdata}" in done.stderr
     assert servers(home) == []
+
+
+def test_a_run_on_a_configured_database_names_it_without_the_password(
+    pg_url: str, pg_table, tmp_path: Path
+) -> None:
+    """The same line for a database set in PARITY_DATABASE_URL: where, never the password
+    (the embedded server trusts its socket, so any password logs in)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    secret = "n4med-Db-Pa55-0c9a"
+    socket_dir = conninfo_to_dict(pg_url)["host"]
+    url = f"postgresql://postgres:{secret}@/postgres?host={socket_dir}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(OBSERVE_FLAGS)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={
+            **environment(tmp_path / "home"),
+            "PARITY_DATABASE_URL": url,
+            "PARITY_EVENTS_TABLE": str(pg_table),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["success"]
+    named = [m for m in run["messages"] if m.startswith("database: ")]
+    [line] = named  # once per process
+    assert line.startswith("database: PostgreSQL at host=") and "user=postgres" in line
+    assert secret not in done.stdout + done.stderr
+
+
+#: A run of the feature_flags observation, printing its success and its log messages.
+OBSERVE_FLAGS = """
+    import json
+    import dagster as dg
+    from assets.flags import feature_flags
+    from assets.resources import parity_resource_from_env
+
+    defs = dg.Definitions(
+        assets=[feature_flags],
+        jobs=[dg.define_asset_job("observe_flags", selection=[feature_flags])],
+        resources={"parity": parity_resource_from_env()},
+    )
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("observe_flags").execute_in_process(instance=instance)
+        messages = [r.user_message for r in instance.all_logs(result.run_id)]
+    print(json.dumps({"success": result.success, "messages": messages}))
+"""
