@@ -26,8 +26,8 @@ recycled pid is not taken for a user, and a dead process is dropped by the next 
   (:func:`keep_what_this_process_starts`: ``parity demo``, and so ``scripts/run.sh``), or when
   Parity has no record of starting it; a kept server runs until :func:`stop_embedded`.
 - The first time a process starts or attaches to the server it says so through
-  ``announce`` (Dagster's log of the tick or run; the CLI prints its own line), naming the
-  data directory and who stops the server.
+  ``announce`` (the Dagster log of the tick or run; stderr for a CLI command, told at each
+  :func:`embedded_in_use`), naming the data directory and who stops the server.
 
 A process killed outright cannot stop the server it started; the next process to use the
 server and let go finds it gone from the record and stops the server then.
