@@ -5,6 +5,7 @@ import hashlib
 import dagster as dg
 import orjson
 
+from assets.failures import surface_parity_errors
 from assets.resources import ParityResource
 from parity.io.control import ROLLOUT_STATE_FLAG
 from parity.io.tables import AUDIT_TABLE
@@ -29,6 +30,7 @@ FEATURE_FLAGS = "feature_flags"
     ],
     name="observe_feature_flags",
 )
+@surface_parity_errors
 def feature_flags(parity: ParityResource) -> dg.ObserveResult:
     plane = parity.open_control_plane()
     try:

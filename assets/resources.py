@@ -7,8 +7,9 @@ never its value; the knobs as plain values, so a person sees the thresholds in f
 one validation, in the code location and in every step.
 """
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import dagster as dg
 import pydantic
@@ -74,23 +75,33 @@ class ParityResource(dg.ConfigurableResource):
         if self.runtime:
             apply_runtime(self.settings().runtime)
 
-    def open_store(self) -> EventStore:
+    def open_store(self, log: logging.Logger | None = None) -> EventStore:
+        """The events store. On the embedded server, the first time this process starts or
+        attaches to it, ``log`` says so (a sensor's or schedule's ``context.log`` puts the
+        line in the tick's log; the default, Dagster's logger, in a run's event log)."""
         return open_store(
             self.settings(),
             connect_timeout_s=self.connect_timeout_s,
             statement_timeout_s=self.statement_timeout_s,
+            announce=_announcer(log),
         )
 
-    def open_control_plane(self) -> ControlPlane:
-        """Flags, audit, metric samples and rollout state, over the store's transport."""
+    def open_control_plane(self, log: logging.Logger | None = None) -> ControlPlane:
+        """Flags, audit, metric samples and rollout state, over the store's transport
+        (``log`` as for :meth:`open_store`)."""
         return open_control_plane(
             self.settings(),
             connect_timeout_s=self.connect_timeout_s,
             statement_timeout_s=min(self.statement_timeout_s, 60.0),
+            announce=_announcer(log),
         )
 
     def classifier(self) -> Classifier:
         return load_rules(self.rules_path)
+
+
+def _announcer(log: logging.Logger | None) -> Callable[[str], None]:
+    return (log or dg.get_dagster_logger("parity")).info
 
 
 def parity_resource(settings: Settings, environ: Mapping[str, str]) -> ParityResource:

@@ -145,7 +145,7 @@ def build_reconcile_after_backfill_sensor() -> dg.SensorDefinition:
         "checks show whether the hour is now whole.",
     )
     def reconcile_after_backfill(context: dg.SensorEvaluationContext, parity: ParityResource):
-        paused = validation_paused(parity, "automatic repair")
+        paused = validation_paused(parity, "automatic repair", context.log)
         if paused:  # the cursor stays: backfills made meanwhile are followed on resume
             return dg.SkipReason(paused)
         cursor = StorageIdCursor.parse(context.cursor)
@@ -259,7 +259,7 @@ def build_repair_sensor(
         at the next tick. What stops a repeat is the run key (hour, set of keys, attempt)
         and the runs tagged with it; the cursor only remembers the hours already reported
         impossible by the sensor, so that report is made once."""
-        paused = validation_paused(parity, "automatic repair")
+        paused = validation_paused(parity, "automatic repair", context.log)
         if paused:
             return dg.SkipReason(paused)
         now = utcnow()

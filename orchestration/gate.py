@@ -7,13 +7,18 @@ the switch pauses automation, not Parity.
 
 from __future__ import annotations
 
+import logging
+
 from assets.resources import ParityResource
 from parity.core.routing import DATA_VALIDATION_ENABLED
 
 
-def validation_paused(parity: ParityResource, what: str) -> str | None:
-    """Why ``what`` (e.g. "scheduled reconciliation") is paused, or None when it is not."""
-    plane = parity.open_control_plane()
+def validation_paused(
+    parity: ParityResource, what: str, log: logging.Logger | None = None
+) -> str | None:
+    """Why ``what`` (e.g. "scheduled reconciliation") is paused, or None when it is not
+    (``log``: the tick's, where to say which embedded database is in use)."""
+    plane = parity.open_control_plane(log)
     try:
         enabled = plane.read_flags().get(DATA_VALIDATION_ENABLED, True)
     finally:

@@ -44,7 +44,7 @@ def build_hourly_schedule(
         key = format_key(hour)
         if not partitions_def.has_partition_key(key):
             return dg.SkipReason(f"partition {key} is before the first partition")
-        paused = validation_paused(parity, f"scheduled reconciliation of {key}")
+        paused = validation_paused(parity, f"scheduled reconciliation of {key}", context.log)
         if paused:
             return dg.SkipReason(paused)
         return dg.RunRequest(run_key=key, partition_key=key)

@@ -4,12 +4,14 @@
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
+from assets.failures import surface_parity_errors
 from assets.flags import FEATURE_FLAGS
 from assets.resources import ParityResource
 from parity.core import partitions, rollout, triggers
@@ -48,6 +50,7 @@ class RollbackConfig(dg.Config):
 
 
 @dg.op(tags={FLAG_WRITER_TAG: "rollback"})
+@surface_parity_errors
 def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parity: ParityResource):
     """Set the rollback plan in one transaction, audit it, read it back, then alert.
 
@@ -124,6 +127,7 @@ class PromoteConfig(dg.Config):
 
 
 @dg.op(tags={FLAG_WRITER_TAG: "promote"})
+@surface_parity_errors
 def apply_promotion(context: dg.OpExecutionContext, config: PromoteConfig, parity: ParityResource):
     """Write a promotion decided by ``canary_promotion``, compare-and-set on what it saw."""
     d = json.loads(config.decision_json)
@@ -348,10 +352,14 @@ def _observed(metadata) -> dict[str, Any]:  # noqa: ANN001
 
 
 def health_verdict(
-    parity: ParityResource, now: dt.datetime, config: triggers.TriggerConfig
+    parity: ParityResource,
+    now: dt.datetime,
+    config: triggers.TriggerConfig,
+    log: logging.Logger | None = None,
 ) -> tuple[triggers.HealthVerdict, rollout.RolloutState, dict[str, Any]]:
-    """The triggers evaluated at ``now``, the rollout state and the flags in force."""
-    plane = parity.open_control_plane()
+    """The triggers evaluated at ``now``, the rollout state and the flags in force (``log``:
+    where to say which embedded database is in use, the tick's log)."""
+    plane = parity.open_control_plane(log)
     try:
         health = control.read_health(plane, now, config)
         values = plane.read_flags(include_reserved=True)
@@ -388,7 +396,7 @@ def build_health_sensor(
     )
     def rollback_on_health_triggers(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
-        verdict, state, values = health_verdict(parity, now, config)
+        verdict, state, values = health_verdict(parity, now, config, context.log)
         if not verdict.breached:
             return dg.SkipReason(verdict.summary())
         if state.rollback_in_force:
@@ -432,7 +440,7 @@ def build_canary_sensor(
     )
     def canary_promotion(context: dg.SensorEvaluationContext, parity: ParityResource):
         now = utcnow()
-        verdict, state, flags = health_verdict(parity, now, trigger_config)
+        verdict, state, flags = health_verdict(parity, now, trigger_config, context.log)
         hours = rollback.reconciled_hours(parity.settings().layout, state.step_started_at, now)
         decision = rollout.decide(
             rollout.RolloutInputs(state=state, flags=flags, hours=hours, health=verdict),

@@ -97,6 +97,11 @@ def demo(
     # when started from a shell that had SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    # The person asked for this server: it lasts the session (the demo stops it at the end
+    # unless --keep-db), not only as long as the process that happens to start it.
+    from parity.io.embedded import keep_what_this_process_starts
+
+    keep_what_this_process_starts(Settings.from_env({"PARITY_HOME": str(options.home)}))
     return run_demo(options, _reconcile)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from parity.app.common import EXIT_OK, with_settings
+from parity.app.common import EXIT_INFRASTRUCTURE, EXIT_OK, note, with_settings
 from parity.core.config import Settings
 from parity.io.recorder import Recorder, RecorderConfig
 
@@ -47,7 +47,8 @@ def record(
     event log.
 
     Appends every event to OUT/YYYY-MM-DD/HH.jsonl (UTC hour of receipt, with logged_at);
-    malformed messages go to OUT/rejects/. Stop with Ctrl-C, which exits 0.
+    malformed messages go to OUT/rejects/. Stop with Ctrl-C, which exits 0, or 3 when the
+    disk still refused a line at that moment (the line is lost: the error says where).
     """
     out = out if out is not None else settings.ws_log_dir
     config = RecorderConfig(
@@ -62,4 +63,10 @@ def record(
         pass
     stats = recorder.stats
     click.echo(f"recorded {stats.written} events ({stats.rejected} rejected) into {out}")
+    if stats.unsaved:
+        note(
+            f"error: stopped with {stats.unsaved} line(s) that could not be written to {out} "
+            "(see the errors above); free space there before recording again"
+        )
+        return EXIT_INFRASTRUCTURE
     return EXIT_OK

@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import sys
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +24,7 @@ from parity.core.errors import (
     ConfigurationError,
 )
 from parity.io.runtime import apply_runtime
+from parity.io.store import describe_database
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -82,41 +82,20 @@ def partition_keys(partition: str | None, from_: str | None, to: str | None) -> 
     raise ConfigurationError("name the hours: --partition KEY, or --from KEY --to KEY")
 
 
-def describe_database(settings: Settings) -> str:
-    """Which database a command uses, never with a password."""
-    if settings.transport == "rest":
-        url = urllib.parse.urlsplit(settings.supabase_url or "")
-        return f"the Supabase REST API at {url.scheme}://{url.hostname or ''}"
-    if settings.database_url:
-        from parity.io.pg_connect import describe_target
-
-        return f"PostgreSQL at {describe_target(settings.database_url)}"
-    return f"the embedded PostgreSQL under {settings.pgdata_dir}"
-
-
 @contextmanager
 def database_in_use(settings: Settings) -> Iterator[None]:
-    """Say on stderr which database the command uses. The embedded server, when this
-    command is what starts it, is stopped when the command ends: a command never leaves
-    behind a server the person did not ask for (``parity demo --keep-db`` and a running
-    ``dagster dev`` are the ways to keep one)."""
-    started_here = False
-    if settings.embedded:
-        from parity.io.embedded import embedded_running
-
-        started_here = not embedded_running(settings)
-        state = "started for this command" if started_here else "already running"
-        note(f"database: {describe_database(settings)} ({state})")
-    else:
+    """Say on stderr which database the command uses. The embedded server is held for the
+    command and let go of at its end: stopped then unless another process still uses it or
+    it is kept (``parity demo``), so a command never leaves behind a server the person did
+    not ask for."""
+    if not settings.embedded:
         note(f"database: {describe_database(settings)}")
-    try:
         yield
-    finally:
-        if started_here:
-            from parity.io.embedded import stop_embedded
+        return
+    from parity.io.embedded import embedded_in_use
 
-            if stop_embedded(settings):
-                note("stopped the embedded PostgreSQL this command started")
+    with embedded_in_use(settings, announce=note):
+        yield
 
 
 class HourProgress:

@@ -6,9 +6,10 @@ from __future__ import annotations
 EXIT_OK = 0
 #: The run worked and found discrepancies (or, for a dry run, work to do).
 EXIT_DISCREPANCIES = 1
-#: A usage or configuration error: a setting, an argument, a rules file, a partition.
+#: A usage or configuration error: a setting, an argument, a rules file, a partition,
+#: credentials the server refused, a log directory that does not exist.
 EXIT_CONFIGURATION = 2
-#: Infrastructure failed: the database or the REST API unreachable or refusing, a file
+#: Infrastructure failed: the database or the REST API unreachable or failing (5xx), a file
 #: that cannot be read or written, a full disk. Retrying later may work.
 EXIT_INFRASTRUCTURE = 3
 #: Something Parity did not anticipate: a bug. The message and the run's log say where.
@@ -54,12 +55,27 @@ class LogReadError(InfrastructureError):
     """A WebSocket log file could not be read at all (not a bad line: those are quarantined)."""
 
 
+class LogDirectoryMissingError(LogReadError, ConfigurationError):
+    """The WebSocket log directory does not exist (or is not a directory): a setting to
+    correct (``PARITY_WS_LOG_DIR``), which no retry fixes."""
+
+    exit_code = EXIT_CONFIGURATION
+
+
 class StoreError(InfrastructureError):
     """The events store (PostgreSQL or the Supabase REST API) failed."""
 
 
 class StoreConnectionError(StoreError):
     """The store could not be reached or refused the credentials. Never carries the secret."""
+
+
+class CredentialsRefusedError(StoreConnectionError, ConfigurationError):
+    """The store refused the credentials: a wrong password or user, a key the REST API does
+    not accept (HTTP 401/403). A setting to correct, named in the message; retrying the
+    same credentials cannot help. Never carries the secret."""
+
+    exit_code = EXIT_CONFIGURATION
 
 
 class StoreRefusedError(StoreError):

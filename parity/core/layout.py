@@ -9,6 +9,7 @@ $PARITY_HOME/
   reports/<partition>.ge.<asset>.json            Great Expectations' results for its checks
   backfills/<partition>.json                     the ledger of events a backfill wrote
   pgdata/                                        the embedded PostgreSQL, when used
+  pgdata.users.json, pgdata.lock                 which processes use it, and who started it
 ```
 
 A partition key is Dagster's (``2026-11-28-10:00``); asset names are plain identifiers.

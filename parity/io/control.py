@@ -19,7 +19,7 @@ values is never applied and two rollbacks at once leave one change.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +33,7 @@ from parity.io.flagrows import (
     AuditRow,
     read_state_from,
 )
+from parity.io.store import name_database
 
 __all__ = [
     "RESERVED_FLAGS",
@@ -96,10 +97,16 @@ class ControlPlane(Protocol):
 
 
 def open_control_plane(
-    settings: Settings, *, connect_timeout_s: float = 10.0, statement_timeout_s: float = 60.0
+    settings: Settings,
+    *,
+    connect_timeout_s: float = 10.0,
+    statement_timeout_s: float = 60.0,
+    announce: Callable[[str], None] | None = None,
 ) -> ControlPlane:
     """The control plane beside the events store the settings point at (the same transport,
-    the events table's schema); starts the embedded server when nothing is configured."""
+    the events table's schema); starts the embedded server when nothing is configured
+    (``announce``: see :func:`parity.io.store.name_database`)."""
+    name_database(settings, announce)
     if settings.transport == "rest":
         from parity.io.control_rest import RestControlPlane
 
@@ -117,7 +124,7 @@ def open_control_plane(
     if url is None:
         from parity.io.embedded import ensure_embedded
 
-        url = ensure_embedded(settings)
+        url = ensure_embedded(settings, announce=announce)
     return PostgresControlPlane(
         url,
         settings.events_table.schema,

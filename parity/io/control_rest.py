@@ -21,6 +21,7 @@ from postgrest import APIError
 
 from parity.core.errors import (
     ConcurrentUpdateError,
+    CredentialsRefusedError,
     FlagError,
     MissingTableError,
     StoreConnectionError,
@@ -196,7 +197,7 @@ class RestControlPlane:
             return FlagError(detail.removeprefix("parity: "))
         prefix = f"{self.where} ({what}): HTTP {status} {code}: {detail}"
         if status in (401, 403) or code in ("PGRST300", "PGRST301", "PGRST302", "42501"):
-            return StoreConnectionError(
+            return CredentialsRefusedError(
                 f"{prefix}; the key was refused: set SUPABASE_SERVICE_ROLE_KEY to the project's "
                 "service-role (or secret) key (anon and authenticated have no access)"
             )

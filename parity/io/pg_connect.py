@@ -22,7 +22,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from parity.core.errors import ConfigurationError, StoreConnectionError
+from parity.core.errors import (
+    ConfigurationError,
+    CredentialsRefusedError,
+    StoreConnectionError,
+)
 from parity.core.redact import redact, secrets_of
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -81,9 +85,23 @@ def statement_timeout_param(seconds: float) -> str:
     return "0" if seconds <= 0 else str(max(1, round(seconds * 1000)))
 
 
+#: The server's answers (libpq quotes them) that refuse the credentials rather than fail to
+#: be reached: configuration to correct, not an outage to wait out.
+_CREDENTIALS_REFUSED = re.compile(
+    r"authentication failed for user|no password supplied|role \S+ does not exist|"
+    r"no pg_hba\.conf entry"
+)
+
+
 def connection_error(url: str, exc: Exception, connect_timeout_s: float) -> StoreConnectionError:
     """A StoreConnectionError for a failed connect: where we tried, why, what to check."""
     reason = scrub(exc, url)
+    if _CREDENTIALS_REFUSED.search(reason):
+        return CredentialsRefusedError(
+            f"PostgreSQL at {describe_target(url)} refused the credentials "
+            f"({reason.rstrip('.')}): correct the user and password in PARITY_DATABASE_URL "
+            "(special characters percent-encoded)"
+        )
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or "timeout expired" in reason:
         reason = f"no answer within the connect timeout of {connect_timeout_s:g} s ({reason})"
     if not reason.endswith((".", "?", "!")):

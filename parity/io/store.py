@@ -14,7 +14,8 @@ Two transports give the same output shape (``schema.STORE_SCHEMA``):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -50,10 +51,44 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
+#: The configured databases this process has named (see name_database).
+_named: set[str] = set()
+
+
+def describe_database(settings: Settings) -> str:
+    """Which database ``settings`` point at, for messages: never a password or a key."""
+    if settings.transport == "rest":
+        url = urllib.parse.urlsplit(settings.supabase_url or "")
+        return f"the Supabase REST API at {url.scheme}://{url.hostname or ''}"
+    if settings.database_url:
+        from parity.io.pg_connect import describe_target
+
+        return f"PostgreSQL at {describe_target(settings.database_url)}"
+    return f"the embedded PostgreSQL under {settings.pgdata_dir}"
+
+
+def name_database(settings: Settings, announce: Callable[[str], None] | None) -> None:
+    """Tell ``announce`` which configured database this process uses, the first time it
+    opens it (the embedded server says so itself, when it is started or attached to)."""
+    if announce is None or settings.embedded:
+        return
+    described = describe_database(settings)
+    if described not in _named:
+        _named.add(described)
+        announce(f"database: {described}")
+
+
 def open_store(
-    settings: Settings, *, connect_timeout_s: float = 10.0, statement_timeout_s: float = 300.0
+    settings: Settings,
+    *,
+    connect_timeout_s: float = 10.0,
+    statement_timeout_s: float = 300.0,
+    announce: Callable[[str], None] | None = None,
 ) -> EventStore:
-    """The store the settings point at; starts the embedded server when none is set."""
+    """The store the settings point at; starts the embedded server when none is set
+    (``announce``: see :func:`parity.io.embedded.ensure_embedded` and
+    :func:`name_database`)."""
+    name_database(settings, announce)
     if settings.transport == "rest":
         from parity.io.store_rest import RestStore
 
@@ -70,7 +105,7 @@ def open_store(
     if url is None:
         from parity.io.embedded import ensure_embedded
 
-        url = ensure_embedded(settings)
+        url = ensure_embedded(settings, announce=announce)
     return PostgresStore(
         url,
         settings.events_table,

@@ -32,6 +32,7 @@ from postgrest.types import ReturnMethod
 
 from parity.core.config import TableName
 from parity.core.errors import (
+    CredentialsRefusedError,
     MissingTableError,
     StoreConnectionError,
     StoreError,
@@ -321,7 +322,7 @@ class RestStore:
         what = self._scrub(" ".join(str(p) for p in (exc.message, exc.details, exc.hint) if p))
         prefix = f"Supabase REST API at {self._where} ({self.table}): HTTP {status} {code}: {what}"
         if status in (401, 403) or code in ("PGRST300", "PGRST301", "PGRST302", "42501"):
-            return StoreConnectionError(
+            return CredentialsRefusedError(
                 f"{prefix}; the key was refused: set SUPABASE_SERVICE_ROLE_KEY to the project's "
                 "service-role (or secret) key"
             )

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from parity.core.classify import Classifier
-from parity.core.errors import LogReadError
+from parity.core.errors import LogDirectoryMissingError, LogReadError
 from parity.core.events import Event
 from parity.core.partitions import floor_hour
 from parity.io.logblocks import (
@@ -106,7 +106,7 @@ def _check_log_dir(log_dir: Path) -> None:
     except OSError as exc:
         raise LogReadError(f"WebSocket log directory {log_dir}: cannot read ({exc})") from None
     if not is_dir:
-        raise LogReadError(
+        raise LogDirectoryMissingError(
             f"WebSocket log directory {log_dir} does not exist or is not a directory: "
             "set PARITY_WS_LOG_DIR to the directory holding YYYY-MM-DD/HH.jsonl files"
         )

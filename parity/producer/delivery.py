@@ -20,6 +20,7 @@ from parity.core.errors import (
     StoreError,
 )
 from parity.core.events import Event
+from parity.core.redact import redact
 from parity.core.samples import MetricSample
 from parity.io.tables import METRICS_TABLE
 from parity.producer.base import Clock, utc_now
@@ -95,7 +96,8 @@ class PostgresMetricsSink:
             with self._connect() as conn:
                 conn.execute(statement, [getattr(sample, name) for name in names])
         except psycopg.Error as exc:
-            raise StoreError(f"writing delivery_metrics failed: {exc}") from None
+            # A driver's text may quote the conninfo it was given, password included.
+            raise StoreError(f"writing delivery_metrics failed: {redact(exc)}") from None
 
 
 def percentile(values: list[float], q: float) -> float | None:

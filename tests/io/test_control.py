@@ -19,6 +19,7 @@ from parity.core import rollout
 from parity.core.config import TableName
 from parity.core.errors import (
     ConcurrentUpdateError,
+    CredentialsRefusedError,
     FlagError,
     StoreConnectionError,
     StoreError,
@@ -325,9 +326,9 @@ def test_anon_and_authenticated_are_refused_everything(
         assert call.json()["code"] == "42501", call.text
     refused = RestControlPlane(supabase_api.url, key, TABLE.schema)
     try:
-        with pytest.raises(StoreConnectionError, match="service-role"):
+        with pytest.raises(CredentialsRefusedError, match="SUPABASE_SERVICE_ROLE_KEY"):
             refused.read_flags()
-        with pytest.raises(StoreConnectionError, match="service-role"):
+        with pytest.raises(CredentialsRefusedError, match="service-role"):
             refused.set_flags({PERCENT: 100}, actor="intruder", reason="r")
     finally:
         refused.close()

@@ -275,3 +275,57 @@ def test_a_token_in_the_producer_url_is_never_logged_or_raised(
     asyncio.run(scenario())
     assert "reconnecting" in caplog.text and "127.0.0.1" in caplog.text
     assert token not in caplog.text
+
+
+def test_the_record_command_exits_3_when_it_stops_with_lines_unsaved(tmp_path: Path) -> None:
+    """``parity record`` stopped (Ctrl-C) while the disk refuses a line: the line is lost,
+    so the command says so and exits 3 (infrastructure), not 0."""
+    import signal
+
+    out = tmp_path / "log"
+    limit = 2049
+    script = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))\n"
+        "from parity.app.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in out.glob("*/*.jsonl"))
+
+    async def scenario() -> tuple[int, bytes, bytes]:
+        async with ws_server() as server:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                script,
+                "record",
+                server.url,
+                "--out",
+                str(out),
+                "--max-backoff",
+                "0.1",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=tmp_path,
+            )
+            try:
+                conn = await asyncio.wait_for(server.connections.get(), 30)
+                for seq in range(1, 41):
+                    await conn.send(event_text(seq))
+                await until(lambda: size() >= limit, timeout=30)
+                proc.send_signal(signal.SIGINT)  # Ctrl-C while the disk refuses
+                stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.communicate()
+            assert proc.returncode is not None
+            return proc.returncode, stdout, stderr
+
+    code, stdout, stderr = asyncio.run(scenario())
+    assert code == 3, stderr.decode()
+    assert b"stopped with 1 line(s) that could not be written" in stderr
+    assert b"Traceback" not in stderr
+    assert b"recorded " in stdout

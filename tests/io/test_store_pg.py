@@ -21,7 +21,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from parity.core.config import Settings, TableName
-from parity.core.errors import ConfigurationError, MigrationError, StoreConnectionError, StoreError
+from parity.core.errors import (
+    EXIT_CONFIGURATION,
+    EXIT_INFRASTRUCTURE,
+    ConfigurationError,
+    CredentialsRefusedError,
+    MigrationError,
+    StoreConnectionError,
+    StoreError,
+)
 from parity.core.events import Event, make_event
 from parity.core.schema import STORE_SCHEMA, UTC_US
 from parity.io.migrate import derived_name, migrate, migration_sql
@@ -523,11 +531,12 @@ def test_wrong_password_is_a_connection_error_without_the_password(
         lambda: store.insert_events(events_table(some_events(1))),
         lambda: migrate(url, TableName("public", "monitoring_events")),
     ):
-        with pytest.raises(StoreConnectionError) as err:
+        with pytest.raises(CredentialsRefusedError) as err:
             call()
         message = str(err.value)
         assert SECRET not in message
-        assert "password authentication failed" in message
+        assert err.value.exit_code == EXIT_CONFIGURATION  # a setting to correct, not an outage
+        assert "password authentication failed" in message and "PARITY_DATABASE_URL" in message
         assert f"user={password_role}" in message and "dbname=postgres" in message
         assert err.value.__cause__ is None
     # The right password logs in (the role may read nothing: that is a different error).
@@ -578,6 +587,19 @@ def test_closed_port_fails_fast_with_where_it_tried() -> None:
         message = str(err.value)
         assert f"host=127.0.0.1 port={port} dbname=events user=parity" in message
         assert "refused" in message and SECRET not in message
+        assert not isinstance(err.value, CredentialsRefusedError)
+        assert err.value.exit_code == EXIT_INFRASTRUCTURE  # unreachable: retrying may work
+
+
+def test_an_unknown_user_is_refused_credentials(pg_url: str) -> None:
+    url = url_with_password(pg_url, "no_such_role_7c1", SECRET)
+    with pytest.raises(CredentialsRefusedError) as err:
+        PostgresStore(url, TableName("public", "monitoring_events")).count(
+            H, H + dt.timedelta(hours=1)
+        )
+    message = str(err.value)
+    assert 'role "no_such_role_7c1" does not exist' in message
+    assert "PARITY_DATABASE_URL" in message and SECRET not in message
 
 
 @pytest.fixture

@@ -18,7 +18,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from parity.core.config import TableName
-from parity.core.errors import ConfigurationError, StoreConnectionError, StoreError
+from parity.core.errors import (
+    EXIT_CONFIGURATION,
+    ConfigurationError,
+    CredentialsRefusedError,
+    StoreConnectionError,
+    StoreError,
+)
 from parity.core.schema import STORE_SCHEMA
 from parity.io.store import EventStore
 from parity.io.store_rest import RestStore, quote_value
@@ -441,10 +447,11 @@ def test_a_wrong_key_is_refused_without_echoing_it(open_rest: Any, api: Supabase
     wrong = jwt.encode({"role": "service_role"}, "not-the-project-secret-" * 2, algorithm="HS256")
     store = open_rest(key=wrong)
 
-    with pytest.raises(StoreConnectionError) as caught:
+    with pytest.raises(CredentialsRefusedError) as caught:
         store.snapshot(H, H + dt.timedelta(hours=1))
 
     message = str(caught.value)
+    assert caught.value.exit_code == EXIT_CONFIGURATION
     assert "SUPABASE_SERVICE_ROLE_KEY" in message
     assert f"127.0.0.1:{api.proxy.port}" in message and "public.monitoring_events" in message
     assert wrong not in _chain(caught.value)

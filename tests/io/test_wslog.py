@@ -20,7 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from parity.core.classify import load_rules
-from parity.core.errors import LogReadError
+from parity.core.errors import (
+    EXIT_CONFIGURATION,
+    EXIT_INFRASTRUCTURE,
+    LogDirectoryMissingError,
+    LogReadError,
+)
 from parity.core.events import Event, make_event
 from parity.core.schema import QUARANTINE_SCHEMA, WS_SNAPSHOT_SCHEMA
 from parity.io import loglines, logwindow, wslog
@@ -181,10 +186,17 @@ def test_empty_window_is_an_empty_table(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "q" / "10.parquet").num_rows == 0
 
 
-def test_missing_log_directory_is_an_error_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["absent", "a file"])
+def test_missing_log_directory_is_a_configuration_error_naming_it(
+    tmp_path: Path, shape: str
+) -> None:
     missing = tmp_path / "no-such-log"
-    with pytest.raises(LogReadError, match="no-such-log"):
+    if shape == "a file":
+        missing.write_text("not a directory\n")
+    with pytest.raises(LogDirectoryMissingError, match="no-such-log") as err:
         read(missing)
+    assert err.value.exit_code == EXIT_CONFIGURATION
+    assert "PARITY_WS_LOG_DIR" in str(err.value)
 
 
 def test_unreadable_file_is_an_error_naming_it(
@@ -196,8 +208,9 @@ def test_unreadable_file_is_an_error_naming_it(
         raise PermissionError(13, "Permission denied", str(file))
 
     monkeypatch.setattr(logwindow, "open", refuse, raising=False)  # shadows the builtin
-    with pytest.raises(LogReadError, match=str(path)):
+    with pytest.raises(LogReadError, match=str(path)) as err:
         read(tmp_path)
+    assert err.value.exit_code == EXIT_INFRASTRUCTURE  # the directory is there: not a setting
 
 
 def test_list_hour_files_ignores_other_names(tmp_path: Path) -> None:

@@ -123,12 +123,13 @@ def assert_run_says(*fragments: str) -> None:
 
 
 def test_wrong_password(broken, password_role: str, pg_url: str, capsys) -> None:
+    # Refused credentials are a setting to correct (2), not an outage to wait out (3).
     broken(PARITY_DATABASE_URL=url_with_password(pg_url, password_role, SECRET))
-    assert main(["reconcile", "--partition", PARTITION]) == EXIT_INFRASTRUCTURE
+    assert main(["reconcile", "--partition", PARTITION]) == EXIT_CONFIGURATION
     text = assert_said(capsys, "password authentication failed", "PARITY_DATABASE_URL")
     assert SECRET not in text
-    assert_run_says("password authentication failed")
-    assert main(["backfill", "--partition", PARTITION]) == EXIT_INFRASTRUCTURE
+    assert_run_says("password authentication failed", "refused the credentials")
+    assert main(["backfill", "--partition", PARTITION]) == EXIT_CONFIGURATION
     assert SECRET not in assert_said(capsys, "password authentication failed")
 
 
@@ -150,10 +151,10 @@ def test_missing_table(broken, world_env: World, capsys) -> None:
 def test_missing_log_directory(broken, tmp_path: Path, capsys) -> None:
     missing = tmp_path / "no-such-log"
     broken(PARITY_WS_LOG_DIR=str(missing))
-    assert main(["reconcile", "--partition", PARTITION]) == EXIT_INFRASTRUCTURE
+    assert main(["reconcile", "--partition", PARTITION]) == EXIT_CONFIGURATION
     assert_said(capsys, f"WebSocket log directory {missing} does not exist", "PARITY_WS_LOG_DIR")
     assert_run_says("does not exist")
-    assert main(["backfill", "--partition", PARTITION]) == EXIT_INFRASTRUCTURE
+    assert main(["backfill", "--partition", PARTITION]) == EXIT_CONFIGURATION
     assert_said(capsys, "PARITY_WS_LOG_DIR")
 
 
@@ -167,16 +168,26 @@ def test_bad_rules_file(broken, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "said"),
+    ("status", "body", "said", "code"),
     [
-        (401, {"code": "PGRST301", "message": "JWSError JWSInvalidSignature"}, "key was refused"),
-        (502, {"message": "An invalid response was received from the upstream server"}, "502"),
+        (
+            401,
+            {"code": "PGRST301", "message": "JWSError JWSInvalidSignature"},
+            "SUPABASE_SERVICE_ROLE_KEY",
+            EXIT_CONFIGURATION,
+        ),
+        (403, {"code": "42501", "message": "permission denied"}, "key was refused", 2),
+        (502, {"message": "An invalid response was received from the upstream server"}, "502", 3),
+        (503, {"message": "upstream connect error"}, "HTTP 503", EXIT_INFRASTRUCTURE),
     ],
 )
-def test_rest_api_refusing_or_down(broken, capsys, status: int, body: dict, said: str) -> None:
+def test_rest_api_refusing_or_down(
+    broken, capsys, status: int, body: dict, said: str, code: int
+) -> None:
+    """A refused key is configuration (2); a gateway or server failing is infrastructure."""
     with http_server(status, body) as url:
         broken(PARITY_DATABASE_URL=None, SUPABASE_URL=url, SUPABASE_SERVICE_ROLE_KEY=REST_KEY)
-        assert main(["reconcile", "--partition", PARTITION]) == EXIT_INFRASTRUCTURE
+        assert main(["reconcile", "--partition", PARTITION]) == code
     text = assert_said(capsys, "Supabase REST API at", said)
     assert REST_KEY not in text
     assert_run_says(said)
@@ -191,8 +202,8 @@ def test_real_postgrest_refuses_a_wrong_key(
         pg_url, workdir=tmp_path / "rest", schemas=(world_env.table.schema,)
     ) as api:
         broken(PARITY_DATABASE_URL=None, SUPABASE_URL=api.url, SUPABASE_SERVICE_ROLE_KEY=REST_KEY)
-        assert main(["reconcile", "--partition", PARTITION]) == EXIT_INFRASTRUCTURE
-    text = assert_said(capsys, "HTTP 401", "key was refused")
+        assert main(["reconcile", "--partition", PARTITION]) == EXIT_CONFIGURATION
+    text = assert_said(capsys, "HTTP 401", "key was refused", "SUPABASE_SERVICE_ROLE_KEY")
     assert REST_KEY not in text
 
 
@@ -229,7 +240,10 @@ def test_run_failures_reads_a_run_failed_by_a_parity_error(
         assert not outcome.success and outcome.report is None
         [failure] = outcome.failures
         assert failure.step == "ws_log_snapshot"
-        assert (failure.error_class, failure.exit_code) == ("LogReadError", EXIT_INFRASTRUCTURE)
+        assert (failure.error_class, failure.exit_code) == (
+            "LogDirectoryMissingError",
+            EXIT_CONFIGURATION,
+        )
         assert "absent does not exist" in failure.message
         [run] = instance.get_runs()
         events = [

@@ -20,7 +20,7 @@ from psycopg import sql
 from websockets.asyncio.client import connect
 
 from parity.core.config import TableName
-from parity.core.errors import ConfigurationError, StoreConnectionError
+from parity.core.errors import ConfigurationError, StoreConnectionError, StoreError
 from parity.core.events import parse_event
 from parity.core.routing import (
     CRITICAL_EVENTS_SUPABASE,
@@ -29,6 +29,7 @@ from parity.core.routing import (
     SUPABASE_ROLLOUT_PERCENTAGE,
     stream_bucket,
 )
+from parity.core.triggers import MetricSample
 from parity.io.control_pg import set_flags
 from parity.io.store_pg import PostgresStore
 from parity.io.verify import verify_checksums
@@ -453,3 +454,22 @@ def test_routing_rule_and_percentiles() -> None:
     assert percentile([10.0], 95) == 10.0
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
     assert percentile([1.0, 2.0], 95) == pytest.approx(1.95)
+
+
+def test_a_failed_metrics_write_never_prints_the_password() -> None:
+    """libpq quotes a conninfo it cannot parse whole, password included (the SQLAlchemy
+    form, easy to paste); the sink's error keeps the cause and drops the secret."""
+    import psycopg
+
+    url = f"postgresql+psycopg2://parity:{METRICS_SECRET}@127.0.0.1/db"
+    sink = PostgresMetricsSink(lambda: psycopg.connect(url), TableName("public", "events"))
+    sample = MetricSample(dt.datetime.now(dt.UTC), "p", 10, attempts=1, failures=0)
+    with pytest.raises(StoreError) as err:
+        sink.write_sample(sample)
+    message = str(err.value)
+    assert message.startswith("writing delivery_metrics failed: ")
+    assert 'missing "="' in message  # the driver's reason is kept
+    assert METRICS_SECRET not in message
+
+
+METRICS_SECRET = "m3trics-Pa55-9d2e"
