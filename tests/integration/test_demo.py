@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from parity.app.demo_alerts import read_alerts
 from parity.core.config import Settings
 from parity.io.embedded import stop_embedded
 
@@ -110,6 +111,15 @@ def test_headless_demo_detects_every_fault_rolls_back_and_repairs(demo_root: Pat
     assert repair["hours"][first]["colour"] == "red"
     assert any("invalid checksums in Supabase" in r for r in repair["hours"][first]["reasons"])
     assert f"{last}  GREEN" in run.stdout
+    # The alert log a person can open: the lost hour red, then green after its repair.
+    assert summary["alerts_log"] == str(home / "alerts.log")
+    assert f"tail -f {home / 'alerts.log'}" in run.stdout
+    alerts = read_alerts(home / "alerts.log")
+    assert [(a.kind, a.state) for a in alerts if a.hour == last] == [
+        ("hour_red", "red"),
+        ("hour_green", "green"),
+    ], alerts
+    assert any(a.kind == "rollback" and a.state == "red" for a in alerts), alerts
     for key in hours:
         assert (home / "reports" / f"{key}.json").exists()
     assert list((home / "ws-log").glob("*/*.jsonl"))
