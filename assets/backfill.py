@@ -20,7 +20,13 @@ from assets.failures import surface_parity_errors
 from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
-from parity.core.repair import MISSING_KEYS_DIGEST, Attempt, keys_digest
+from parity.core.repair import (
+    MISSING_KEYS_DIGEST,
+    UNWRITTEN_KEYS_DIGEST,
+    Attempt,
+    keys_digest,
+    unwritten_digest,
+)
 from parity.io import backfill as bf
 from parity.io.control import load_timeline
 from parity.io.wslog import read_window
@@ -84,7 +90,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         classifier = parity.classifier()
         grace = dt.timedelta(hours=parity.log_grace_hours)
         results: list[bf.BackfillResult] = []
-        digests: dict[str, str | None] = {}
+        digests: dict[str, dict[str, str | None]] = {}
         plane = parity.open_control_plane()
         try:
             timeline = load_timeline(plane)
@@ -98,9 +104,6 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                     _log_events, settings.ws_log_dir, start, end, classifier, grace
                 )
                 keys = bf.report_keys(settings.layout, key, all_missing=config.all_missing)
-                # Which set of missing keys this backfill repairs: the repair loop counts its
-                # attempts per set (parity.core.repair).
-                digests[key] = keys_digest(keys) if keys is not None else None
                 ws = bf.load_log_snapshot(ws_log_snapshot.get(key), read_log, keys)
                 try:
                     result = bf.backfill(
@@ -110,6 +113,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                     bf.write_ledger(settings.layout, exc.result)
                     raise
                 bf.write_ledger(settings.layout, result)
+                digests[key] = _digests(keys, result)
                 context.log.info(_summary(result))
                 results.append(result)
         finally:
@@ -117,6 +121,18 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         return dg.MaterializeResult(metadata=backfill_metadata(results, digests))
 
     return [missed_events_backfill]
+
+
+def _digests(keys: list | None, result: bf.BackfillResult) -> dict[str, str | None]:
+    """Which set of missing keys this backfill repaired, and which of them it could not
+    write: the repair loop counts its attempts per set, and does not try again the keys a
+    backfill could not write (parity.core.repair)."""
+    if keys is None:
+        return {MISSING_KEYS_DIGEST: None}
+    sent = result.sent_keys
+    pairs = zip(sent.column("stream").to_pylist(), sent.column("seq").to_pylist(), strict=True)
+    left = None if result.dry_run else unwritten_digest(keys, pairs)
+    return {MISSING_KEYS_DIGEST: keys_digest(keys), UNWRITTEN_KEYS_DIGEST: left}
 
 
 def _log_events(log_dir, start, end, classifier, grace) -> pa.Table:  # noqa: ANN001
@@ -135,7 +151,7 @@ def _summary(r: bf.BackfillResult) -> str:
 
 
 def backfill_metadata(
-    results: list[bf.BackfillResult], digests: dict[str, str | None] | None = None
+    results: list[bf.BackfillResult], digests: dict[str, dict[str, str | None]] | None = None
 ) -> dict:
     def total(name: str) -> int:
         return sum(int(getattr(r, name)) for r in results)
@@ -160,7 +176,7 @@ def backfill_metadata(
                     **{
                         k: v for k, v in r.to_dict().items() if k not in ("partition", "started_at")
                     },
-                    MISSING_KEYS_DIGEST: (digests or {}).get(r.partition),
+                    **(digests or {}).get(r.partition, {MISSING_KEYS_DIGEST: None}),
                 }
                 for r in results
             }

@@ -5,13 +5,9 @@ received by a real HTTP server through Apprise's json:// target."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
-import json
 import logging
 import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import psycopg
@@ -35,32 +31,6 @@ from parity.io.notify import Notifier
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["content-length"]))
-        Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def alerts_to(world_env: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
-    """A real HTTP receiver, configured as the Apprise json:// target."""
-    Receiver.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("PARITY_ALERT_URLS", f"json://127.0.0.1:{server.server_address[1]}/a")
-    yield Receiver.received
-    server.shutdown()
-    server.server_close()
 
 
 def titles(received: list[dict]) -> list[str]:
