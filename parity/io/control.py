@@ -28,18 +28,24 @@ from parity.core.config import Settings
 from parity.core.errors import ConcurrentUpdateError, FlagError
 from parity.core.routing import FLAG_DEFAULTS, FlagTimeline
 from parity.io.flagrows import (
+    APPLIED,
+    DRY_RUN,
     RESERVED_FLAGS,
     ROLLOUT_STATE_FLAG,
     AuditRow,
+    RollbackDecision,
     read_state_from,
 )
 
 __all__ = [
+    "APPLIED",
+    "DRY_RUN",
     "RESERVED_FLAGS",
     "ROLLOUT_STATE_FLAG",
     "Applied",
     "AuditRow",
     "ControlPlane",
+    "RollbackDecision",
     "Health",
     "apply_rollback",
     "apply_transition",
@@ -49,6 +55,7 @@ __all__ = [
     "read_health",
     "read_state",
     "read_state_from",
+    "record_decision",
 ]
 
 #: How often a rollback re-reads and retries when another writer got in first.
@@ -90,6 +97,24 @@ class ControlPlane(Protocol):
 
     def load_samples(self, since: dt.datetime, until: dt.datetime) -> list[triggers.MetricSample]:
         """``delivery_metrics`` rows with ``since < sampled_at <= until``, oldest first."""
+        ...
+
+    def record_decision(
+        self,
+        *,
+        mode: str,
+        reason: str,
+        changes: Mapping[str, Any],
+        source: str,
+        evidence: Any = None,
+        now: dt.datetime | None = None,
+    ) -> RollbackDecision:
+        """Append a rollback decision (``applied``, or ``dry_run``: flags untouched) to
+        ``parity_rollback_decisions``; never touches the flags or their audit."""
+        ...
+
+    def decisions(self) -> list[RollbackDecision]:
+        """Every rollback decision, oldest first."""
         ...
 
     def close(self) -> None: ...
@@ -192,6 +217,30 @@ def apply_rollback(
     raise ConcurrentUpdateError(
         f"the flags at {control.where} changed under each of {ROLLBACK_ATTEMPTS} rollback "
         "attempts; run the rollback again"
+    )
+
+
+def record_decision(
+    control: ControlPlane,
+    applied: Applied,
+    *,
+    dry_run: bool,
+    reason: str,
+    source: str,
+    evidence: dict[str, Any],
+    now: dt.datetime,
+) -> RollbackDecision | None:
+    """Audit a rollback decision: one a dry run would have made (always), or one that
+    changed the flags (a rollback already in force changed nothing: no row)."""
+    if not dry_run and not applied.applied:
+        return None
+    return control.record_decision(
+        mode=DRY_RUN if dry_run else APPLIED,
+        reason=reason,
+        changes=applied.changes,
+        source=source,
+        evidence={**evidence, "audit_ids": applied.audit_ids} if applied.audit_ids else evidence,
+        now=now,
     )
 
 

@@ -25,8 +25,10 @@ from parity.core.triggers import MetricSample
 from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
     AuditRow,
+    RollbackDecision,
     audit_row,
     checked_changes,
+    decision_row,
     in_force,
     read_state_from,
 )
@@ -35,7 +37,14 @@ from parity.io.store_pg import (
     connect,
     describe_target,
 )
-from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
+from parity.io.tables import (
+    AUDIT_TABLE,
+    DECISIONS_TABLE,
+    FLAGS_TABLE,
+    METRICS_TABLE,
+    RECORD_DECISION_FUNCTION,
+    SET_FLAGS_FUNCTION,
+)
 
 __all__ = [
     "ROLLOUT_STATE_FLAG",
@@ -46,6 +55,7 @@ __all__ = [
     "load_samples",
     "read_flags",
     "read_state",
+    "record_decision",
     "set_flags",
 ]
 
@@ -116,7 +126,40 @@ def set_flags(
     return [audit_row(r) for r in _decode(row[0])]
 
 
-def _error(exc: psycopg.Error, schema: str) -> Exception:
+def record_decision(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    mode: str,
+    reason: str,
+    changes: Mapping[str, Any],
+    source: str,
+    evidence: Any = None,
+    now: dt.datetime | None = None,
+) -> RollbackDecision:
+    """:meth:`parity.io.control.ControlPlane.record_decision` on a connection."""
+    query = sql.SQL("select {}(%s, %s, %s::jsonb, %s, %s::jsonb, %s::timestamptz)").format(
+        _ident(schema, RECORD_DECISION_FUNCTION)
+    )
+    params = (mode, reason, _json(dict(changes)), source, _json(evidence), now)
+    try:
+        with conn.transaction():
+            row = conn.execute(query, params).fetchone()
+    except psycopg.Error as exc:
+        raise _error(exc, schema, RECORD_DECISION_FUNCTION) from None
+    assert row is not None  # a function call always yields its row
+    return decision_row(_decode(row[0]))
+
+
+def decisions(conn: psycopg.Connection[Any], schema: str) -> list[RollbackDecision]:
+    """Every rollback decision, oldest first."""
+    query = sql.SQL("select to_jsonb(d) from {} d order by decided_at, id").format(
+        _ident(schema, DECISIONS_TABLE)
+    )
+    return [decision_row(_decode(r[0])) for r in conn.execute(query).fetchall()]
+
+
+def _error(exc: psycopg.Error, schema: str, function: str = SET_FLAGS_FUNCTION) -> Exception:
     state = exc.diag.sqlstate
     text = exc.diag.message_primary or type(exc).__name__
     if state == STALE_SQLSTATE:
@@ -125,10 +168,10 @@ def _error(exc: psycopg.Error, schema: str) -> Exception:
         return FlagError(text.removeprefix("parity: "))
     if state in ("42883", "42P01", "3F000"):
         return MissingTableError(
-            f"schema {schema!r} has no {SET_FLAGS_FUNCTION} function or flag tables "
+            f"schema {schema!r} has no {function} function or Parity tables "
             f"({text}): run `parity db migrate`"
         )
-    return StoreError(f"writing the flags in schema {schema!r} failed: {text} (SQLSTATE {state})")
+    return StoreError(f"calling {function} in schema {schema!r} failed: {text} (SQLSTATE {state})")
 
 
 def history(
@@ -267,6 +310,32 @@ class PostgresControlPlane:
     def load_samples(self, since: dt.datetime, until: dt.datetime) -> list[MetricSample]:
         with self.connection() as conn:
             return load_samples(conn, self.schema, since, until)
+
+    def record_decision(
+        self,
+        *,
+        mode: str,
+        reason: str,
+        changes: Mapping[str, Any],
+        source: str,
+        evidence: Any = None,
+        now: dt.datetime | None = None,
+    ) -> RollbackDecision:
+        with self.connection() as conn:
+            return record_decision(
+                conn,
+                self.schema,
+                mode=mode,
+                reason=reason,
+                changes=changes,
+                source=source,
+                evidence=evidence,
+                now=now,
+            )
+
+    def decisions(self) -> list[RollbackDecision]:
+        with self.connection() as conn:
+            return decisions(conn, self.schema)
 
     def close(self) -> None:
         """Nothing is held between calls."""

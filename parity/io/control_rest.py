@@ -1,7 +1,8 @@
 """The control plane over the Supabase REST API (:class:`parity.io.control.ControlPlane`,
 ``rest``), through the ``supabase`` client.
 
-Writes call the ``parity_set_flags`` function of migration 003 as a PostgREST RPC: one
+Writes call the ``parity_set_flags`` function of migration 003 (and a rollback decision
+``parity_record_rollback_decision`` of migration 004) as a PostgREST RPC: one
 request, one transaction, its audit rows with it (PostgREST cannot span a transaction over
 several requests, so the whole compare-and-set happens inside the function). Reads select
 the tables, keyset-paginated on ``id`` so the API's row cap never truncates the audit
@@ -28,12 +29,27 @@ from parity.core.errors import (
 )
 from parity.core.routing import FLAG_DEFAULTS
 from parity.core.triggers import MetricSample
-from parity.io.flagrows import AuditRow, audit_row, checked_changes, in_force
+from parity.io.flagrows import (
+    AuditRow,
+    RollbackDecision,
+    audit_row,
+    checked_changes,
+    decision_row,
+    in_force,
+)
 from parity.io.supabase_api import open_client
-from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
+from parity.io.tables import (
+    AUDIT_TABLE,
+    DECISIONS_TABLE,
+    FLAGS_TABLE,
+    METRICS_TABLE,
+    RECORD_DECISION_FUNCTION,
+    SET_FLAGS_FUNCTION,
+)
 
 Row = dict[str, Any]
 AUDIT_COLUMNS = "id,flag,old_value,new_value,changed_at,actor,reason,evidence"
+DECISION_COLUMNS = "id,decided_at,mode,reason,changes,source,evidence"
 METRIC_COLUMNS = (
     "id,sampled_at,producer,window_s,attempts,failures,latency_p50_ms,latency_p95_ms,"
     "connection_attempts,connection_failures"
@@ -167,6 +183,31 @@ class RestControlPlane:
         }
         written = self._execute(self._client.postgrest.rpc(SET_FLAGS_FUNCTION, params), "rpc")
         return [audit_row(r) for r in written]
+
+    def record_decision(
+        self,
+        *,
+        mode: str,
+        reason: str,
+        changes: Mapping[str, Any],
+        source: str,
+        evidence: Any = None,
+        now: dt.datetime | None = None,
+    ) -> RollbackDecision:
+        params = {
+            "p_mode": mode,
+            "p_reason": reason,
+            "p_changes": dict(changes),
+            "p_source": source,
+            "p_evidence": evidence,
+            "p_decided_at": _utc_text(now) if now is not None else None,
+        }
+        row = self._execute(self._client.postgrest.rpc(RECORD_DECISION_FUNCTION, params), "rpc")
+        return decision_row(row)
+
+    def decisions(self) -> list[RollbackDecision]:
+        rows = [decision_row(r) for r in self._keyset(DECISIONS_TABLE, DECISION_COLUMNS)]
+        return sorted(rows, key=lambda r: (r.decided_at, r.id))
 
     # -- errors --------------------------------------------------------------------------
 

@@ -165,7 +165,13 @@ def test_dry_run_audits_and_alerts_would_roll_back_and_flips_nothing(
         [again] = tick(loaded, ROLLBACK_ON_HEALTH_TRIGGERS, instance, first.cursor).run_requests
         assert again.run_key == request.run_key
     assert current(world_env) == before  # no flag touched
-    assert len(audit_rows(world_env)) == audited
+    assert len(audit_rows(world_env)) == audited  # nor the history the cohort is read from
+    # Audited where a person finds it: a dry-run row of parity_rollback_decisions.
+    with world_env.store().connection() as conn:
+        [decision] = control_pg.decisions(conn, world_env.table.schema)
+    assert decision.mode == "dry_run" and decision.reason.startswith("health trigger")
+    assert decision.changes["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0
+    assert observation.metadata["decision_id"].value == decision.id
     assert observation.metadata["action"].value == "would_roll_back"
     assert observation.metadata["applied"].value is False
     assert observation.metadata["changes"].value["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0

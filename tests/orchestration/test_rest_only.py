@@ -188,6 +188,11 @@ def test_canary_sensor_ticks_and_its_promotion_runs_over_rest(rest_env: dict, db
         assert result.success
     values = flags_over_sql(db_url)
     assert values[PERCENT] == 10 and values[rollout.ROLLOUT_STATE_FLAG]["step"] == 1
+    # The decision is audited too, through the REST RPC of migration 004.
+    with psycopg.connect(db_url) as conn:
+        [decision] = [d for d in control_pg.decisions(conn, TABLE.schema) if "REST" in d.reason]
+    assert (decision.mode, decision.source) == ("applied", "parity:rollback_job")
+    assert decision.changes == {PERCENT: 0, CRITICAL_EVENTS_SUPABASE: False}
 
 
 def test_the_cli_reads_and_changes_flags_over_rest(
