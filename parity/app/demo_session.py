@@ -122,6 +122,15 @@ def evaluate_and_roll_back(
         now=now,
     )
     reason = f"health trigger breached: {', '.join(names)}"
+    control.record_decision(
+        plane,
+        applied,
+        dry_run=False,
+        reason=reason,
+        source=f"{HEALTH_ACTOR} (headless, parity demo)",
+        evidence=evidence,
+        now=now,
+    )
     out.update(
         fired=applied.applied,
         reason=reason,
