@@ -108,15 +108,57 @@ def repair_incomplete_alert(partition: str, reason: str, details: Mapping[str, A
     )
 
 
-def run_failed_alert(job: str, run_id: str, message: str, partition: str | None) -> Alert:
-    where = f" for {partition}" if partition else ""
-    return Alert(
-        "run_failed",
-        Level.FAILURE,
-        f"Parity run failed: {job}{where}",
-        message or "the run failed (see its logs in Dagster)",
-        {"job": job, "run_id": run_id, "partition": partition},
-    )
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished run of one of Parity's jobs (and its partition, when it has one)."""
+
+    job: str
+    partition: str | None
+    run_id: str
+    success: bool
+    message: str = ""
+
+    @property
+    def key(self) -> str:
+        """What fails or recovers as one: the job, per partition where there is one."""
+        return f"{self.job}@{self.partition}" if self.partition else self.job
+
+
+def run_changes(
+    failing: Mapping[str, str], outcomes: Iterable[RunOutcome]
+) -> tuple[dict[str, str], list[Alert]]:
+    """Apply finished runs (oldest first) to the jobs failing now (key -> the run that
+    started it failing): one alert when a job (per partition) starts failing, one when it
+    succeeds again; further failures of a failing job, and successes of a healthy one,
+    alert nothing."""
+    state = dict(failing)
+    alerts: list[Alert] = []
+    for run in outcomes:
+        where = f" for {run.partition}" if run.partition else ""
+        details = {"job": run.job, "run_id": run.run_id, "partition": run.partition}
+        if not run.success and run.key not in state:
+            state[run.key] = run.run_id
+            alerts.append(
+                Alert(
+                    "run_failed",
+                    Level.FAILURE,
+                    f"Parity run failed: {run.job}{where}",
+                    run.message or "the run failed (see its logs in Dagster)",
+                    details,
+                )
+            )
+        elif run.success and run.key in state:
+            first = state.pop(run.key)
+            alerts.append(
+                Alert(
+                    "run_recovered",
+                    Level.SUCCESS,
+                    f"Parity run succeeded again: {run.job}{where}",
+                    f"{run.job}{where} succeeded again (failing since run {first})",
+                    {**details, "failing_since_run_id": first},
+                )
+            )
+    return state, alerts
 
 
 # -- hours: red and green -----------------------------------------------------------------

@@ -224,22 +224,69 @@ def test_validation_off_pauses_the_schedule_and_the_repair_not_manual_runs(world
 # -- failed runs and delivery health ----------------------------------------------------------
 
 
-def test_a_failed_run_alerts_once(world_env: World, alerts_to):
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_job_alerts_once_when_it_starts_failing_and_once_when_it_succeeds_again(
+    world_env: World, alerts_to, monkeypatch
+):
+    lossy_hour(world_env)
     loaded = build_definitions()
-    with dg.instance_for_test() as instance:
-        start = tick(loaded, ALERT_ON_RUN_FAILURE, instance)  # a new sensor starts from now
-        failed = loaded.resolve_job_def(ROLLBACK_JOB).execute_in_process(
-            run_config={
-                "ops": {"apply_rollback": {"config": {"reason": "x", "evidence_json": "{oops"}}}
-            },
-            instance=instance,
-            raise_on_error=False,
+    other = "2026-11-28-11:00"
+
+    def reconcile(instance, partition: str, *, database_down: bool = False) -> bool:  # noqa: ANN001
+        job = loaded.resolve_job_def(RECONCILE_EVENTS_JOB)
+        with monkeypatch.context() as env:
+            if database_down:  # read by the resource when the run starts
+                env.setenv("PARITY_DATABASE_URL", f"postgresql://p@127.0.0.1:{closed_port()}/x")
+            run = job.execute_in_process(
+                partition_key=partition, instance=instance, raise_on_error=False
+            )
+        return run.success
+
+    def roll_back(instance, evidence: str) -> bool:  # noqa: ANN001
+        config = {"reason": "drill", "evidence_json": evidence}
+        return (
+            loaded.resolve_job_def(ROLLBACK_JOB)
+            .execute_in_process(
+                run_config={"ops": {"apply_rollback": {"config": config}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+            .success
         )
-        assert not failed.success
-        second = tick(loaded, ALERT_ON_RUN_FAILURE, instance, start.cursor)
-        tick(loaded, ALERT_ON_RUN_FAILURE, instance, second.cursor)
-    assert titles(alerts_to) == ["Parity run failed: rollback_job"]
-    assert alerts_to[0]["type"] == "failure"
+
+    with dg.instance_for_test() as instance:
+        start = tick(loaded, ALERT_ON_RUN_FAILURE, instance)
+        assert not reconcile(instance, PARTITION, database_down=True)
+        assert not reconcile(instance, PARTITION, database_down=True)  # failing: no new alert
+        assert not reconcile(instance, other, database_down=True)  # another hour: its own
+        assert not roll_back(instance, "{oops")
+        failing = tick(loaded, ALERT_ON_RUN_FAILURE, instance, start.cursor)
+        assert titles(alerts_to) == [
+            f"Parity run failed: {RECONCILE_EVENTS_JOB} for {PARTITION}",
+            f"Parity run failed: {RECONCILE_EVENTS_JOB} for {other}",
+            "Parity run failed: rollback_job",
+        ]
+        assert [a["type"] for a in alerts_to] == ["failure"] * 3
+        assert "Steps failed" in alerts_to[0]["message"]
+
+        assert reconcile(instance, PARTITION)
+        assert reconcile(instance, PARTITION)  # healthy already: nothing
+        assert roll_back(instance, "{}")
+        assert not roll_back(instance, "{oops")  # failing again: a new alert
+        back = tick(loaded, ALERT_ON_RUN_FAILURE, instance, failing.cursor)
+        tick(loaded, ALERT_ON_RUN_FAILURE, instance, back.cursor)  # nothing new
+    runs = [a for a in alerts_to[3:] if a["title"].startswith("Parity run")]
+    assert titles(runs) == [
+        f"Parity run succeeded again: {RECONCILE_EVENTS_JOB} for {PARTITION}",
+        "Parity run succeeded again: rollback_job",
+        "Parity run failed: rollback_job",
+    ]
+    assert [a["type"] for a in runs] == ["success", "success", "failure"]
 
 
 def test_silent_producers_and_the_plans_error_rate_alert_on_change_only(
