@@ -263,7 +263,8 @@ def build_delivery_alert_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Alerts (never rolls back) when a producer that reported in the last hour sends "
-            f"no delivery_metrics for {policy.producer_silence.total_seconds() / 60:g} min, "
+            "neither delivery_metrics nor heartbeat events for "
+            f"{policy.producer_silence.total_seconds() / 60:g} min, "
             f"when the write error rate stays above {policy.error_rate:.2%}, or connection "
             f"recovery takes longer than {policy.recovery_s:g} s, over "
             f"{policy.window.total_seconds() / 60:g} min; and again when each is over."
@@ -279,9 +280,10 @@ def build_delivery_alert_sensor(
         plane = parity.open_control_plane()
         try:
             samples = plane.load_samples(now - lookback, now)
+            heartbeats = plane.load_heartbeats(now - lookback, now)
         finally:
             plane.close()
-        seen = alerts.last_seen(samples)
+        seen = alerts.last_seen(samples, heartbeats)
         silent, found = alerts.producer_changes(state.get("silent", {}), seen, now, policy)
         active, more = alerts.threshold_changes(
             state.get("active", {}), samples, now, policy, trigger_config

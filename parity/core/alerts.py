@@ -236,9 +236,13 @@ def hour_changes(
 # -- producers: silent and back -----------------------------------------------------------
 
 
-def last_seen(samples: Iterable[triggers.MetricSample]) -> dict[str, dt.datetime]:
-    """Each producer's newest ``sampled_at``."""
-    seen: dict[str, dt.datetime] = {}
+def last_seen(
+    samples: Iterable[triggers.MetricSample],
+    heartbeats: Mapping[str, dt.datetime] | None = None,
+) -> dict[str, dt.datetime]:
+    """Each producer's newest sign of life: its newest ``delivery_metrics`` sample or its
+    newest heartbeat event (``heartbeats``: producer -> emitted_at), whichever is later."""
+    seen: dict[str, dt.datetime] = dict(heartbeats or {})
     for s in samples:
         if s.producer not in seen or s.sampled_at > seen[s.producer]:
             seen[s.producer] = s.sampled_at
@@ -253,8 +257,8 @@ def producer_changes(
 ) -> tuple[dict[str, str], list[Alert]]:
     """Producers silent longer than ``policy.producer_silence`` after reporting within the
     last hour (``silent``: producer -> last seen, ISO). ``last_seen``: each producer's
-    newest ``delivery_metrics`` sample within the last hour at least; a silent producer
-    missing from it stays silent, without a new alert."""
+    newest ``delivery_metrics`` sample or heartbeat within the last hour at least; a silent
+    producer missing from it stays silent, without a new alert."""
     state = dict(silent)
     alerts: list[Alert] = []
     for producer, seen in sorted(last_seen.items()):
@@ -267,7 +271,8 @@ def producer_changes(
                         "producer_silent",
                         Level.FAILURE,
                         f"Parity: producer {producer} went silent",
-                        f"no delivery metrics from {producer} since {seen.isoformat()}"
+                        f"no delivery metrics or heartbeats from {producer} since "
+                        f"{seen.isoformat()}"
                         f" ({int(quiet.total_seconds())} s; alert after"
                         f" {int(policy.producer_silence.total_seconds())} s)",
                         {"producer": producer, "last_seen": seen.isoformat()},
@@ -280,7 +285,7 @@ def producer_changes(
                     "producer_back",
                     Level.SUCCESS,
                     f"Parity: producer {producer} is reporting again",
-                    f"delivery metrics from {producer} again at {seen.isoformat()}",
+                    f"delivery metrics or heartbeats from {producer} again at {seen.isoformat()}",
                     {"producer": producer, "last_seen": seen.isoformat()},
                 )
             )

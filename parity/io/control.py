@@ -99,6 +99,11 @@ class ControlPlane(Protocol):
         """``delivery_metrics`` rows with ``since < sampled_at <= until``, oldest first."""
         ...
 
+    def load_heartbeats(self, since: dt.datetime, until: dt.datetime) -> dict[str, dt.datetime]:
+        """Each producer's newest heartbeat event (``HEARTBEAT_EVENT_TYPE``) in the events
+        table with ``since < emitted_at <= until``, by the producer its payload names."""
+        ...
+
     def record_decision(
         self,
         *,
@@ -133,6 +138,7 @@ def open_control_plane(
             settings.supabase_url,
             settings.supabase_key,
             settings.events_table.schema,
+            events_table=settings.events_table.name,
             timeout_s=statement_timeout_s,
             connect_timeout_s=connect_timeout_s,
         )
@@ -146,6 +152,7 @@ def open_control_plane(
     return PostgresControlPlane(
         url,
         settings.events_table.schema,
+        events_table=settings.events_table.name,
         connect_timeout_s=connect_timeout_s,
         statement_timeout_s=statement_timeout_s,
     )

@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from parity.core.errors import ConcurrentUpdateError, FlagError, MissingTableError, StoreError
 from parity.core.rollout import RolloutState
 from parity.core.routing import FLAG_DEFAULTS, validate_flag
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
 from parity.core.triggers import MetricSample
 from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
@@ -151,6 +152,22 @@ def record_decision(
     return decision_row(_decode(row[0]))
 
 
+def load_heartbeats(
+    conn: psycopg.Connection[Any],
+    table: sql.Identifier,
+    since: dt.datetime,
+    until: dt.datetime,
+) -> dict[str, dt.datetime]:
+    """Each producer's newest heartbeat in ``since < emitted_at <= until``."""
+    query = sql.SQL(
+        "select payload->>'producer', max(emitted_at) from {} where event_type = %s "
+        "and emitted_at > %s and emitted_at <= %s and payload->>'producer' is not null "
+        "group by 1"
+    ).format(table)
+    rows = conn.execute(query, (HEARTBEAT_EVENT_TYPE, since, until)).fetchall()
+    return {str(r[0]): r[1].astimezone(dt.UTC) for r in rows}
+
+
 def decisions(conn: psycopg.Connection[Any], schema: str) -> list[RollbackDecision]:
     """Every rollback decision, oldest first."""
     query = sql.SQL("select to_jsonb(d) from {} d order by decided_at, id").format(
@@ -247,10 +264,12 @@ class PostgresControlPlane:
         url: str,
         schema: str,
         *,
+        events_table: str | None = None,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         statement_timeout_s: float = 60.0,
     ) -> None:
         self.schema = schema
+        self.events_table = events_table
         self.where = f"{describe_target(url)} schema {schema!r}"
         self._url = url
         self._connect_timeout_s = connect_timeout_s
@@ -310,6 +329,12 @@ class PostgresControlPlane:
     def load_samples(self, since: dt.datetime, until: dt.datetime) -> list[MetricSample]:
         with self.connection() as conn:
             return load_samples(conn, self.schema, since, until)
+
+    def load_heartbeats(self, since: dt.datetime, until: dt.datetime) -> dict[str, dt.datetime]:
+        if self.events_table is None:  # no events table named: no heartbeats to read
+            return {}
+        with self.connection() as conn:
+            return load_heartbeats(conn, _ident(self.schema, self.events_table), since, until)
 
     def record_decision(
         self,

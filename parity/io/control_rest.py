@@ -28,6 +28,7 @@ from parity.core.errors import (
     StoreError,
 )
 from parity.core.routing import FLAG_DEFAULTS
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
 from parity.core.triggers import MetricSample
 from parity.io.flagrows import (
     AuditRow,
@@ -73,6 +74,7 @@ class RestControlPlane:
         key: str,
         schema: str,
         *,
+        events_table: str | None = None,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 10.0,
         page_size: int = 1000,
@@ -80,6 +82,7 @@ class RestControlPlane:
         if page_size < 1:
             raise ValueError("page_size must be positive")
         self.schema = schema
+        self.events_table = events_table
         self.page_size = page_size
         self._timeout_s = timeout_s
         self._key = key
@@ -136,6 +139,34 @@ class RestControlPlane:
             row["sampled_at"] = dt.datetime.fromisoformat(row["sampled_at"]).astimezone(dt.UTC)
         rows.sort(key=lambda r: (r["sampled_at"], r["id"]))
         return [MetricSample.from_row(r) for r in rows]
+
+    def load_heartbeats(self, since: dt.datetime, until: dt.datetime) -> dict[str, dt.datetime]:
+        if self.events_table is None:  # no events table named: no heartbeats to read
+            return {}
+        low, high = _utc_text(since), _utc_text(until)
+
+        def beats(query: Any) -> Any:
+            return (
+                query.eq("event_type", HEARTBEAT_EVENT_TYPE)
+                .gt("emitted_at", low)
+                .lte("emitted_at", high)
+            )
+
+        # Paged on emitted_at: two heartbeats at the same instant on a page boundary may
+        # be read as one, which cannot change any producer's newest.
+        rows = self._keyset(
+            self.events_table,
+            "producer:payload->>producer,emitted_at",
+            key="emitted_at",
+            filters=beats,
+        )
+        newest: dict[str, dt.datetime] = {}
+        for row in rows:
+            if row["producer"] is None:
+                continue
+            at = dt.datetime.fromisoformat(row["emitted_at"]).astimezone(dt.UTC)
+            newest[row["producer"]] = max(at, newest.get(row["producer"], at))
+        return newest
 
     def _keyset(
         self,

@@ -25,7 +25,9 @@ from orchestration.definitions import build_definitions
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_JOB, ROLLBACK_ON_HEALTH_TRIGGERS
 from parity.core.alerts import Alert, Level
+from parity.core.events import make_event
 from parity.core.routing import DATA_VALIDATION_ENABLED
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
 from parity.io import control_pg
 from parity.io.notify import Notifier
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
@@ -295,6 +297,12 @@ def test_silent_producers_and_the_plans_error_rate_alert_on_change_only(
     now = dt.datetime.now(dt.UTC)
     insert_samples(world_env, "quiet", now - dt.timedelta(minutes=8), minutes=20, failures=0)
     insert_samples(world_env, "busy", now, minutes=7, failures=2)  # 0.2% > the plan's 0.1%
+    # No metrics for 8 minutes either, but its heartbeats still arrive: not silent.
+    insert_samples(world_env, "beating", now - dt.timedelta(minutes=8), minutes=20, failures=0)
+    beat = now - dt.timedelta(seconds=20)
+    world_env.insert(
+        [make_event("beating.heartbeat", 1, HEARTBEAT_EVENT_TYPE, beat, {"producer": "beating"})]
+    )
     loaded = build_definitions()
     with dg.instance_for_test() as instance:
         first = tick(loaded, ALERT_ON_DELIVERY_HEALTH, instance)
