@@ -21,7 +21,13 @@ from assets.resources import LOAD_BY_PARTITION, ParityResource
 from checks.specs import EVENT_RECONCILIATION, WS_LOG_SNAPSHOT
 from parity.core import partitions
 from parity.core.classify import Classifier
-from parity.core.repair import MISSING_KEYS_DIGEST, Attempt, keys_digest
+from parity.core.repair import (
+    MISSING_KEYS_DIGEST,
+    UNWRITTEN_KEYS_DIGEST,
+    Attempt,
+    keys_digest,
+    unwritten_digest,
+)
 from parity.core.routing import FlagTimeline
 from parity.io import backfill as bf
 from parity.io import backfill_ledger
@@ -84,7 +90,7 @@ def build_backfill_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
     ) -> dg.MaterializeResult:
         classifier = parity.classifier()
         results: list[bf.BackfillResult] = []
-        digests: dict[str, str | None] = {}
+        digests: dict[str, dict[str, str | None]] = {}
         plane = parity.open_control_plane()
         try:
             timeline = load_timeline(plane)
@@ -113,7 +119,7 @@ def _backfill_hour(
     timeline: FlagTimeline,
     classifier: Classifier,
     config: BackfillConfig,
-) -> tuple[bf.BackfillResult, str | None]:
+) -> tuple[bf.BackfillResult, dict[str, str | None]]:
     """One hour: the report's missing keys (every key with ``all_missing``), the log's copies
     of them, the writes, the ledger. Also which set of missing keys it repairs: the repair
     loop counts its attempts per set (parity.core.repair)."""
@@ -134,7 +140,19 @@ def _backfill_hour(
         backfill_ledger.write_ledger(settings.layout, exc.result)
         raise
     backfill_ledger.write_ledger(settings.layout, result)
-    return result, keys_digest(keys) if keys is not None else None
+    return result, _digests(keys, result)
+
+
+def _digests(keys: list | None, result: bf.BackfillResult) -> dict[str, str | None]:
+    """Which set of missing keys this backfill repaired, and which of them it could not
+    write: the repair loop counts its attempts per set, and does not try again the keys a
+    backfill could not write (parity.core.repair)."""
+    if keys is None:
+        return {MISSING_KEYS_DIGEST: None}
+    sent = result.sent_keys
+    pairs = zip(sent.column("stream").to_pylist(), sent.column("seq").to_pylist(), strict=True)
+    left = None if result.dry_run else unwritten_digest(keys, pairs)
+    return {MISSING_KEYS_DIGEST: keys_digest(keys), UNWRITTEN_KEYS_DIGEST: left}
 
 
 def _log_events(log_dir, start, end, classifier, grace) -> pa.Table:  # noqa: ANN001
@@ -153,7 +171,7 @@ def _summary(r: bf.BackfillResult) -> str:
 
 
 def backfill_metadata(
-    results: list[bf.BackfillResult], digests: dict[str, str | None] | None = None
+    results: list[bf.BackfillResult], digests: dict[str, dict[str, str | None]] | None = None
 ) -> dict:
     def total(name: str) -> int:
         return sum(int(getattr(r, name)) for r in results)
@@ -178,7 +196,7 @@ def backfill_metadata(
                     **{
                         k: v for k, v in r.to_dict().items() if k not in ("partition", "started_at")
                     },
-                    MISSING_KEYS_DIGEST: (digests or {}).get(r.partition),
+                    **(digests or {}).get(r.partition, {MISSING_KEYS_DIGEST: None}),
                 }
                 for r in results
             }

@@ -12,7 +12,8 @@ tick that sees nothing new sends nothing. None of these sensors launches a run.
   left events it could not write (conflicting copies, invalid checksums).
 - ``alert_on_delivery_health``: producers gone silent and back; write error rate and
   connection recovery against the plan's targets.
-- ``alert_on_run_failure``: every failed run of this code location.
+- ``alert_on_run_failure``: a job of Parity's that started failing (per partition, where it
+  has one), and its first success after that.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import dagster as dg
 from assets.backfill import BY_PARTITION, DRY_RUN, MISSED_EVENTS_BACKFILL
 from assets.resources import ParityResource
 from checks.specs import EVENT_RECONCILIATION
+from orchestration.backfill_sensors import StorageIdCursor
 from orchestration.rollout import CheckCursor, scan_check_results
 from parity.core import alerts
 from parity.core.knobs import AlertPolicy
@@ -261,7 +263,8 @@ def build_delivery_alert_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Alerts (never rolls back) when a producer that reported in the last hour sends "
-            f"no delivery_metrics for {policy.producer_silence.total_seconds() / 60:g} min, "
+            "neither delivery_metrics nor heartbeat events for "
+            f"{policy.producer_silence.total_seconds() / 60:g} min, "
             f"when the write error rate stays above {policy.error_rate:.2%}, or connection "
             f"recovery takes longer than {policy.recovery_s:g} s, over "
             f"{policy.window.total_seconds() / 60:g} min; and again when each is over."
@@ -277,9 +280,10 @@ def build_delivery_alert_sensor(
         plane = parity.open_control_plane()
         try:
             samples = plane.load_samples(now - lookback, now)
+            heartbeats = plane.load_heartbeats(now - lookback, now)
         finally:
             plane.close()
-        seen = alerts.last_seen(samples)
+        seen = alerts.last_seen(samples, heartbeats)
         silent, found = alerts.producer_changes(state.get("silent", {}), seen, now, policy)
         active, more = alerts.threshold_changes(
             state.get("active", {}), samples, now, policy, trigger_config
@@ -299,20 +303,92 @@ def build_delivery_alert_sensor(
 
 #: A failure message is cut to this many characters in an alert; the run's logs have it all.
 MESSAGE_LIMIT = 500
+#: A new sensor (no cursor) looks this far back for finished runs.
+RUN_LOOKBACK = dt.timedelta(days=1)
 
 
-@dg.run_failure_sensor(
-    name=ALERT_ON_RUN_FAILURE,
-    minimum_interval_seconds=ALERT_SENSOR_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts once for every failed run of Parity's jobs (reconciliation, "
-    "backfill, rollback, promotion).",
-)
-def alert_on_run_failure(context: dg.RunFailureSensorContext, parity: ParityResource):
-    run = context.dagster_run
-    message = (context.failure_event.message or "")[:MESSAGE_LIMIT]
-    alert = alerts.run_failed_alert(
-        run.job_name, run.run_id, message, run.tags.get("dagster/partition")
+@dataclass(frozen=True)
+class RunCursor:
+    """Run status events already handled, and the jobs failing now (key -> run id)."""
+
+    events: StorageIdCursor = field(default_factory=StorageIdCursor)
+    failing: dict[str, str] = field(default_factory=dict)
+    started: bool = False
+
+    def serialize(self) -> str:
+        return json.dumps({"events": json.loads(self.events.serialize()), "failing": self.failing})
+
+    @classmethod
+    def parse(cls, text: str | None) -> RunCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(StorageIdCursor.parse(json.dumps(data["events"])), data["failing"], True)
+
+
+def finished_runs(
+    instance: dg.DagsterInstance, jobs: Sequence[str], cursor: RunCursor, now: dt.datetime
+) -> tuple[list[alerts.RunOutcome], StorageIdCursor]:
+    """Runs of ``jobs`` that finished (succeeded or failed) since the cursor, oldest first,
+    and the advanced cursor."""
+    since = None if cursor.started else (now - RUN_LOOKBACK).timestamp()
+    records = [
+        record
+        for event_type in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
+        for record in instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(
+                event_type=event_type,
+                after_storage_id=cursor.events.low or None,
+                after_timestamp=since,
+                job_names=list(jobs),
+            ),
+            limit=1000,
+            ascending=True,
+        ).records
+        if record.storage_id not in cursor.events.seen
+    ]
+    records.sort(key=lambda r: r.storage_id)
+    outcomes = []
+    for record in records:
+        run = instance.get_run_by_id(record.run_id)
+        entry = record.event_log_entry
+        failed = entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE
+        message = (entry.dagster_event.message if entry.dagster_event else None) or entry.message
+        outcomes.append(
+            alerts.RunOutcome(
+                job=entry.job_name or (run.job_name if run else "?"),
+                partition=run.tags.get("dagster/partition") if run else None,
+                run_id=record.run_id,
+                success=not failed,
+                message=(message or "")[:MESSAGE_LIMIT] if failed else "",
+            )
+        )
+    return outcomes, cursor.events.advance(r.storage_id for r in records)
+
+
+def build_run_alert_sensor(jobs: Sequence[str]) -> dg.SensorDefinition:
+    watched = tuple(sorted(jobs))
+
+    @dg.sensor(
+        name=ALERT_ON_RUN_FAILURE,
+        minimum_interval_seconds=ALERT_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts once when one of Parity's jobs starts failing (per partition, "
+        "where it has one) and once when it succeeds again; the failures in between alert "
+        f"nothing. Jobs: {', '.join(watched)}.",
     )
-    delivery = Notifier.from_settings(parity.settings()).send(alert)
-    context.log.info(f"alert {alert.kind}: {delivery.detail}")
+    def alert_on_run_failure(context: dg.SensorEvaluationContext, parity: ParityResource):
+        """The cursor holds the run status events handled (storage ids, re-reading a window
+        below the highest, as ids may become visible out of order) and the jobs failing
+        now; it is written after the alerts are sent."""
+        cursor = RunCursor.parse(context.cursor)
+        runs, events = finished_runs(context.instance, watched, cursor, utcnow())
+        failing, found = alerts.run_changes(cursor.failing, runs)
+        sent = send_all(Notifier.from_settings(parity.settings()), found, context.log)
+        context.update_cursor(RunCursor(events, failing, True).serialize())
+        return dg.SkipReason(
+            f"{len(runs)} finished runs, failing now: {', '.join(sorted(failing)) or 'none'}; "
+            + (f"alerted: {'; '.join(sent)}" if sent else "nothing changed")
+        )
+
+    return alert_on_run_failure

@@ -22,9 +22,9 @@ from assets.resources import parity_resource
 from assets.scorecard import migration_scorecard
 from checks.specs import reconciliation_check_specs
 from orchestration.alerts import (
-    alert_on_run_failure,
     build_delivery_alert_sensor,
     build_discrepancy_alert_sensor,
+    build_run_alert_sensor,
 )
 from orchestration.backfill_sensors import build_backfill_definitions
 from orchestration.io_manager import ParquetSnapshotIOManager
@@ -80,11 +80,12 @@ def build_definitions(
         build_scorecard_sensor(knobs.slo),
         build_discrepancy_alert_sensor(check_keys, knobs.alerts, shown),
         build_delivery_alert_sensor(knobs.alerts, knobs.triggers, shown),
-        alert_on_run_failure,
     ]
+    all_jobs = [*jobs, rollback_job, promote_rollout_job, backfill_job]
+    sensors.append(build_run_alert_sensor([job.name for job in all_jobs]))
     return dg.Definitions(
         assets=[feature_flags, *assets, *backfill_assets, migration_scorecard],
-        jobs=[*jobs, rollback_job, promote_rollout_job, backfill_job],
+        jobs=all_jobs,
         schedules=schedules,
         sensors=sensors,
         resources={

@@ -1,5 +1,7 @@
 """The repair loop without the daemon (``parity demo --no-ui``): tick the repair sensors as
-the daemon would and launch what they request in this process, until nothing more is asked.
+the daemon would and launch what they request in this process, until nothing more is asked;
+the discrepancy alerts are ticked before and after each round, so each hour alerts red and,
+once repaired, green again, as under the daemon.
 
 Each tick evaluates a sensor with its stored cursor, records the asset events it reports
 and launches each requested run with the run key and sensor tags the daemon gives it,
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from orchestration.alerts import ALERT_ON_DISCREPANCIES
 from orchestration.backfill_sensors import RECONCILE_AFTER_BACKFILL, REPAIR_LOST_EVENTS
 
 RUN_KEY_TAG = "dagster/run_key"
@@ -79,7 +82,8 @@ def run_repair_loop(
     instance: dg.DagsterInstance, environ: Mapping[str, str] | None = None
 ) -> list[LoopRun]:
     """Repair every reconciled hour that lost events, then reconcile it again, as
-    ``repair_lost_events`` and ``reconcile_after_backfill`` would under the daemon."""
+    ``repair_lost_events`` and ``reconcile_after_backfill`` would under the daemon, with
+    ``alert_on_discrepancies`` ticked between the rounds."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -89,10 +93,12 @@ def run_repair_loop(
     ticker = SensorTicker(defs, instance)
     runs: list[LoopRun] = []
     for _ in range(MAX_ROUNDS):
+        ticker.tick(ALERT_ON_DISCREPANCIES)
         launched = ticker.tick(REPAIR_LOST_EVENTS) + ticker.tick(RECONCILE_AFTER_BACKFILL)
         runs.extend(launched)
         if not launched:
             break
+    ticker.tick(ALERT_ON_DISCREPANCIES)
     return runs
 
 

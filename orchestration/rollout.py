@@ -55,7 +55,9 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
     """Set the rollback plan in one transaction, audit it, read it back, then alert.
 
     In dry-run mode (``PARITY_ROLLBACK_DRY_RUN``) the flags are only read: what would change
-    is recorded on ``feature_flags`` as a ``would_roll_back`` observation and alerted."""
+    is alerted, recorded on ``feature_flags`` as a ``would_roll_back`` observation, and
+    audited as a ``dry_run`` row of ``parity_rollback_decisions`` (an applied rollback is
+    audited there too, beside its flag audit rows); the flag history is left alone."""
     settings = parity.settings()
     dry_run = settings.knobs.rollback_dry_run
     evidence = json.loads(config.evidence_json)
@@ -64,12 +66,22 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
     evidence["dry_run"] = dry_run
     plane = parity.open_control_plane()
     try:
+        now = utcnow()
         if dry_run:
             applied = rollback.preview_rollback(plane)
         else:
             applied = control.apply_rollback(
-                plane, actor=config.actor, reason=config.reason, evidence=evidence, now=utcnow()
+                plane, actor=config.actor, reason=config.reason, evidence=evidence, now=now
             )
+        decision = control.record_decision(
+            plane,
+            applied,
+            dry_run=dry_run,
+            reason=config.reason,
+            source=config.actor,
+            evidence=evidence,
+            now=now,
+        )
     finally:
         plane.close()
     if dry_run:
@@ -104,6 +116,7 @@ def apply_rollback(context: dg.OpExecutionContext, config: RollbackConfig, parit
                 "changes": dg.MetadataValue.json(applied.changes),
                 "flags": dg.MetadataValue.json(applied.flags_after),
                 "audit_ids": dg.MetadataValue.json(applied.audit_ids),
+                "decision_id": decision.id if decision is not None else None,
                 "reason": config.reason,
                 "evidence": dg.MetadataValue.json(evidence),
             },

@@ -1,5 +1,5 @@
 """``parity demo``: the migration story end to end on the embedded default (see
-:mod:`parity.app.demo` and :mod:`parity.app.demo_session`).
+:mod:`parity.app.demo`, :mod:`parity.app.demo_session` and :mod:`parity.app.demo_ui`).
 
 Exit codes: with ``--no-ui``, 0 when every injected fault was detected and the rollback
 fired, 1 otherwise; with the UI, 0 after Ctrl-C. 2: usage or configuration error.
@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from parity.app.common import DEMO_HOME, progress, with_settings
-from parity.app.demo_session import DROPPED_ENV_PREFIXES, DemoOptions, run_demo
+from parity.app.demo_session import DemoOptions, run_demo
+from parity.app.demo_ui import DROPPED_ENV_PREFIXES
 from parity.core.config import Settings
 from parity.core.errors import ConfigurationError
 

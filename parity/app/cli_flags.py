@@ -91,27 +91,42 @@ def cmd_flags_set(settings: Settings, name: str, value: str, reason: str, actor:
 @flags_group.command("history")
 @click.argument("name", required=False)
 @click.option("--limit", type=click.IntRange(min=1))
+@click.option(
+    "--rollbacks",
+    is_flag=True,
+    help="only the rollback decisions: applied, and those dry-run mode would have made",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_settings
 def cmd_flags_history(
-    settings: Settings, name: str | None, limit: int | None, as_json: bool
+    settings: Settings, name: str | None, limit: int | None, rollbacks: bool, as_json: bool
 ) -> int:
-    """The audit trail (of one flag, with NAME)."""
+    """The audit trail (of one flag, with NAME), then the rollback decisions."""
     if name and name not in FLAG_DEFAULTS and name not in control.RESERVED_FLAGS:
         validate_flag(name, None)  # raises with the list of known flags
     with control_plane(settings) as plane:
-        rows = plane.history(name)
+        rows = [] if rollbacks else plane.history(name)
+        decisions = plane.decisions() if rollbacks or (not name and not as_json) else []
     if limit is not None:
-        rows = rows[-limit:]
+        rows, decisions = rows[-limit:], decisions[-limit:]
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+        shown = decisions if rollbacks else rows
+        click.echo(json.dumps([r.__dict__ for r in shown], indent=2, default=str))
         return EXIT_OK
-    if not rows:
+    if not rollbacks and not rows:
         click.echo("no flag changes audited")
     for r in rows:
         click.echo(
             f"{r.changed_at:%Y-%m-%d %H:%M:%S}Z  {r.flag}  {_show(r.old_value)} -> "
             f"{_show(r.new_value)}  by {r.actor}: {r.reason}"
+        )
+    if decisions or rollbacks:
+        click.echo("rollback decisions:" if decisions else "no rollback decisions audited")
+    for d in decisions:
+        verb = "WOULD ROLL BACK (dry run)" if d.mode == control.DRY_RUN else "rolled back"
+        click.echo(
+            f"{d.decided_at:%Y-%m-%d %H:%M:%S}Z  {verb}  by {d.source}: {d.reason}; "
+            f"flags: {_show(d.changes) if d.changes else 'none to change'}"
         )
     return EXIT_OK
 
@@ -126,13 +141,20 @@ def _now() -> dt.datetime:
 @with_settings
 def cmd_rollback(settings: Settings, reason: str, actor: str | None) -> int:
     """Roll the migration back now (audited)."""
+    evidence = {"trigger": "manual", "source": "cli"}
     with control_plane(settings) as plane:
+        now = _now()
         applied = control.apply_rollback(
+            plane, actor=actor or cli_actor(), reason=reason, evidence=evidence, now=now
+        )
+        control.record_decision(
             plane,
-            actor=actor or cli_actor(),
+            applied,
+            dry_run=False,
             reason=reason,
-            evidence={"trigger": "manual", "source": "cli"},
-            now=_now(),
+            source=actor or cli_actor(),
+            evidence=evidence,
+            now=now,
         )
     if not applied.applied:
         click.echo("rollback already in force: nothing changed")

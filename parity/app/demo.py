@@ -9,11 +9,13 @@ connection writing the hour files, and the embedded PostgreSQL as "Supabase", be
 
 Simulated time. One :class:`SimClock` is injected into the writer (``emitted_at``, flag
 reads, breaker, retry back-off, metrics windows, heartbeats) and the recorder
-(``logged_at``). The player advances it event by event, waking the writer's sleepers whose
-deadline has passed, so hours of traffic take seconds. The plan ends at the real *now* of
-its making; the player then catches up with the seconds spent playing and switches the
-clock to real time ("live"), so ``delivery_metrics`` reach the present without a gap and
-the health sensor of a running ``dagster dev`` sees the outage in its window.
+(``logged_at``). The player advances it event by event and, between two events, sleeper
+deadline by sleeper deadline, each woken task done before time moves on, so hours of traffic
+take seconds and every metrics window and retry still happens at its simulated instant. The
+plan ends at the real *now* of its making; the player then catches up with the seconds
+spent playing and switches the clock to real time ("live"), so ``delivery_metrics`` reach
+the present without a gap and the health sensor of a running ``dagster dev`` sees the
+outage in its window.
 
 Faults, and where they show:
 
@@ -53,6 +55,7 @@ import functools
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -80,6 +83,12 @@ from parity.io.recorder import Recorder, RecorderConfig
 from parity.producer import Broadcaster, DualWriter, PostgresMetricsSink, ProducerConfig
 
 log = logging.getLogger(__name__)
+
+
+#: Real seconds the player waits, at most, for the tasks it woke to go back to sleep. Only a
+#: task that stops sleeping on the clock (a replayer whose buffer emptied, a writer that is
+#: stopping) runs into it; a task busy with a store call is waited for.
+SETTLE_LIMIT_S = 10.0
 
 
 class SimClock:
@@ -118,19 +127,30 @@ class SimClock:
                 woke += 1
         return woke
 
-    async def advance_and_settle(self, to: dt.datetime, timeout_s: float = 0.05) -> None:
-        """:meth:`advance`, then let the woken tasks run until they sleep again (or
-        ``timeout_s`` of real time): a metrics sample or a retry is then taken at its
-        simulated instant, not seconds of simulated time later."""
-        before = len(self._waiters)
-        woke = self.advance(to)
-        if not woke:
-            return
-        deadline = time.monotonic() + timeout_s
-        for spin in itertools.count():
-            await asyncio.sleep(0 if spin < 20 else 0.0002)
-            if len(self._waiters) >= before or time.monotonic() > deadline:
-                return
+    async def advance_and_settle(self, to: dt.datetime, limit_s: float = SETTLE_LIMIT_S) -> None:
+        """Move to ``to`` one sleeper's deadline at a time: each sleeper wakes at its own
+        deadline, and the clock moves on only once the tasks woken there sleep again (or
+        ``limit_s`` of real time passed). A metrics window then closes, a retry or a
+        heartbeat happens, exactly at its simulated instant, and the next one is due a full
+        interval later, however far apart the events are and however long the machine
+        takes for a write.
+
+        Neither jumping over several deadlines at once nor a short real-time bound will do:
+        simulated time runs about a thousand times faster than real time, so a sleeper
+        woken after a quiet stretch, or left behind for the milliseconds of a store call on
+        a loaded machine, resumes many simulated seconds late, and its metrics windows and
+        retries thin out until the health triggers have too few samples to judge."""
+        while self._waiters and self._waiters[0][0] <= to:
+            woke = self.advance(self._waiters[0][0])
+            if not woke:
+                continue
+            expected = len(self._waiters) + woke
+            deadline = time.monotonic() + limit_s
+            for spin in itertools.count():
+                await asyncio.sleep(0 if spin < 20 else 0.0002)
+                if len(self._waiters) >= expected or time.monotonic() > deadline:
+                    break
+        self.advance(to)
 
     def go_live(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,6 +233,34 @@ class FaultyStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class QueuedMetricsSink:
+    """``delivery_metrics`` rows written by a thread of their own. The producer's sampler
+    hands a sample over and is asleep again at once, so the player, which waits for the
+    tasks it wakes (:meth:`SimClock.advance_and_settle`), never waits on a database write
+    to move simulated time on; each row still carries its simulated ``sampled_at``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="parity-demo-metrics", daemon=True)
+        self._thread.start()
+
+    def write_sample(self, sample: Any) -> None:
+        self._queue.put(sample)
+
+    def _drain(self) -> None:
+        while (sample := self._queue.get()) is not None:
+            try:
+                self.inner.write_sample(sample)
+            except Exception as exc:  # noqa: BLE001 - as the producer's own sink: best effort
+                log.warning("delivery_metrics sample dropped: %s", exc)
+
+    def close(self) -> None:
+        """Every sample handed over is written when this returns."""
+        self._queue.put(None)
+        self._thread.join()
 
 
 class RetryingBroadcaster(Broadcaster):
@@ -354,8 +402,8 @@ class Traffic:
             batch_max_delay_s=0.002,
             seq_reserve_block=1000,
         )
-        sink = PostgresMetricsSink(
-            lambda: contextlib.nullcontext(self.metrics_conn), self.store.table
+        sink = QueuedMetricsSink(
+            PostgresMetricsSink(lambda: contextlib.nullcontext(self.metrics_conn), self.store.table)
         )
         writer = DualWriter(
             self.store,
@@ -386,7 +434,7 @@ class Traffic:
                 more = self.plan.generator.between(self.clock.t, self.clock.t + gap)
                 self.stats.planned += len(more)
                 await self._play(writer, more, pending, broadcaster, recorder)
-                self.clock.advance(self.clock.t + gap)
+                await self.clock.advance_and_settle(self.clock.t + gap)
             self.clock.go_live()
             self.stats.sim_seconds = (self.clock.t - self.plan.first_hour).total_seconds()
             self.stats.play_seconds = time.monotonic() - started
@@ -398,6 +446,7 @@ class Traffic:
         finally:
             self.stats.end = self.clock.now()
             await writer.stop()
+            await asyncio.to_thread(sink.close)
             self.stats.buffered_at_stop = writer.buffer.pending if writer.buffer else 0
             deadline = time.monotonic() + 20
             while recorder.stats.written < broadcaster.sent and time.monotonic() < deadline:

@@ -108,15 +108,57 @@ def repair_incomplete_alert(partition: str, reason: str, details: Mapping[str, A
     )
 
 
-def run_failed_alert(job: str, run_id: str, message: str, partition: str | None) -> Alert:
-    where = f" for {partition}" if partition else ""
-    return Alert(
-        "run_failed",
-        Level.FAILURE,
-        f"Parity run failed: {job}{where}",
-        message or "the run failed (see its logs in Dagster)",
-        {"job": job, "run_id": run_id, "partition": partition},
-    )
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished run of one of Parity's jobs (and its partition, when it has one)."""
+
+    job: str
+    partition: str | None
+    run_id: str
+    success: bool
+    message: str = ""
+
+    @property
+    def key(self) -> str:
+        """What fails or recovers as one: the job, per partition where there is one."""
+        return f"{self.job}@{self.partition}" if self.partition else self.job
+
+
+def run_changes(
+    failing: Mapping[str, str], outcomes: Iterable[RunOutcome]
+) -> tuple[dict[str, str], list[Alert]]:
+    """Apply finished runs (oldest first) to the jobs failing now (key -> the run that
+    started it failing): one alert when a job (per partition) starts failing, one when it
+    succeeds again; further failures of a failing job, and successes of a healthy one,
+    alert nothing."""
+    state = dict(failing)
+    alerts: list[Alert] = []
+    for run in outcomes:
+        where = f" for {run.partition}" if run.partition else ""
+        details = {"job": run.job, "run_id": run.run_id, "partition": run.partition}
+        if not run.success and run.key not in state:
+            state[run.key] = run.run_id
+            alerts.append(
+                Alert(
+                    "run_failed",
+                    Level.FAILURE,
+                    f"Parity run failed: {run.job}{where}",
+                    run.message or "the run failed (see its logs in Dagster)",
+                    details,
+                )
+            )
+        elif run.success and run.key in state:
+            first = state.pop(run.key)
+            alerts.append(
+                Alert(
+                    "run_recovered",
+                    Level.SUCCESS,
+                    f"Parity run succeeded again: {run.job}{where}",
+                    f"{run.job}{where} succeeded again (failing since run {first})",
+                    {**details, "failing_since_run_id": first},
+                )
+            )
+    return state, alerts
 
 
 # -- hours: red and green -----------------------------------------------------------------
@@ -194,9 +236,13 @@ def hour_changes(
 # -- producers: silent and back -----------------------------------------------------------
 
 
-def last_seen(samples: Iterable[triggers.MetricSample]) -> dict[str, dt.datetime]:
-    """Each producer's newest ``sampled_at``."""
-    seen: dict[str, dt.datetime] = {}
+def last_seen(
+    samples: Iterable[triggers.MetricSample],
+    heartbeats: Mapping[str, dt.datetime] | None = None,
+) -> dict[str, dt.datetime]:
+    """Each producer's newest sign of life: its newest ``delivery_metrics`` sample or its
+    newest heartbeat event (``heartbeats``: producer -> emitted_at), whichever is later."""
+    seen: dict[str, dt.datetime] = dict(heartbeats or {})
     for s in samples:
         if s.producer not in seen or s.sampled_at > seen[s.producer]:
             seen[s.producer] = s.sampled_at
@@ -211,8 +257,8 @@ def producer_changes(
 ) -> tuple[dict[str, str], list[Alert]]:
     """Producers silent longer than ``policy.producer_silence`` after reporting within the
     last hour (``silent``: producer -> last seen, ISO). ``last_seen``: each producer's
-    newest ``delivery_metrics`` sample within the last hour at least; a silent producer
-    missing from it stays silent, without a new alert."""
+    newest ``delivery_metrics`` sample or heartbeat within the last hour at least; a silent
+    producer missing from it stays silent, without a new alert."""
     state = dict(silent)
     alerts: list[Alert] = []
     for producer, seen in sorted(last_seen.items()):
@@ -225,7 +271,8 @@ def producer_changes(
                         "producer_silent",
                         Level.FAILURE,
                         f"Parity: producer {producer} went silent",
-                        f"no delivery metrics from {producer} since {seen.isoformat()}"
+                        f"no delivery metrics or heartbeats from {producer} since "
+                        f"{seen.isoformat()}"
                         f" ({int(quiet.total_seconds())} s; alert after"
                         f" {int(policy.producer_silence.total_seconds())} s)",
                         {"producer": producer, "last_seen": seen.isoformat()},
@@ -238,7 +285,7 @@ def producer_changes(
                     "producer_back",
                     Level.SUCCESS,
                     f"Parity: producer {producer} is reporting again",
-                    f"delivery metrics from {producer} again at {seen.isoformat()}",
+                    f"delivery metrics or heartbeats from {producer} again at {seen.isoformat()}",
                     {"producer": producer, "last_seen": seen.isoformat()},
                 )
             )

@@ -11,7 +11,10 @@ Guards against a loop:
   set, e.g. a later replay that filled some keys, is a new repair);
 - a backfill that was asked for exactly these keys and wrote none of them proves that no
   backfill can (conflicting copies, invalid checksums, keys the log does not have, a key
-  Supabase holds outside the hour): the hour is *impossible*, and a person is told why;
+  Supabase holds outside the hour, rows the store refuses): the hour is *impossible*, and
+  a person is told why;
+- so does a backfill that wrote some of its keys and could not write the others, when the
+  keys still missing are exactly those others: they are not tried a second time;
 - nothing is decided while a repair of the hour is running, or while a backfill is newer
   than the hour's latest reconciliation (the reconciliation after it decides);
 - nothing is repaired before ``settle`` has passed since the hour's end: producers replay
@@ -32,6 +35,8 @@ from parity.core.errors import ConfigurationError
 #: Metadata keys of the reconciliation and of the backfill that the loop reads.
 MISSING_IN_SUPABASE = "missing_in_supabase"
 MISSING_KEYS_DIGEST = "missing_keys_digest"
+#: The digest of the keys a backfill was asked for and did not send (absent when none).
+UNWRITTEN_KEYS_DIGEST = "unwritten_keys_digest"
 REPAIR_STATE = "repair_state"
 REPAIR_REASON = "repair_reason"
 #: Why a backfill could not write a key, as the backfill counts them.
@@ -40,6 +45,7 @@ UNWRITABLE = {
     "invalid": "invalid checksums in the log",
     "not_in_log": "keys the log does not have",
     "skipped_existing": "keys Supabase already holds outside the hour",
+    "refused": "rows the store refused (the backfill's refused_sample says why)",
 }
 
 
@@ -79,6 +85,8 @@ class Attempt:
     digest: str | None
     written: int
     unwritable: Mapping[str, int] = field(default_factory=dict)
+    #: Digest of the keys it was asked for and could not write (None: it wrote them all).
+    unwritten_digest: str | None = None
 
     @classmethod
     def from_metadata(cls, order: int, entry: Mapping[str, Any]) -> Attempt:
@@ -88,6 +96,7 @@ class Attempt:
             digest=entry.get(MISSING_KEYS_DIGEST),
             written=int(entry.get("written") or 0),
             unwritable={k: int(entry.get(k) or 0) for k in UNWRITABLE if entry.get(k)},
+            unwritten_digest=entry.get(UNWRITTEN_KEYS_DIGEST),
         )
 
 
@@ -105,6 +114,13 @@ def keys_digest(keys: Iterable[Sequence[Any]]) -> str:
     """A short, order-independent digest of (stream, seq) keys: one set of missing keys."""
     text = "\n".join(sorted(f"{int(k[1])}\x00{k[0]}" for k in keys))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unwritten_digest(asked: Iterable[Sequence[Any]], sent: Iterable[Sequence[Any]]) -> str | None:
+    """The digest of the keys a backfill was ``asked`` for and did not send, or None when
+    it sent them all: what will still be missing after it, if nothing else changes."""
+    left = {(str(k[0]), int(k[1])) for k in asked} - {(str(k[0]), int(k[1])) for k in sent}
+    return keys_digest(left) if left else None
 
 
 def why_unwritable(attempt: Attempt) -> str:
@@ -142,6 +158,15 @@ def decide(
             f"{missing} missing; a backfill of exactly these keys wrote none of them: "
             f"{why_unwritable(same[-1])}. A person must look (parity backfill --dry-run shows "
             "each key and why)",
+            attempt=made,
+        )
+    rest = next((a for a in reversed(attempts) if a.unwritten_digest == digest), None)
+    if rest is not None:
+        return Decision(
+            RepairState.IMPOSSIBLE,
+            f"{missing} missing; a backfill wrote {rest.written} of the hour's missing events "
+            f"and could not write exactly these: {why_unwritable(rest)}. A person must look "
+            "(parity backfill --dry-run shows each key and why)",
             attempt=made,
         )
     if made >= policy.max_attempts:

@@ -7,6 +7,10 @@ import pyarrow as pa
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
+#: The event type of a producer's heartbeat (stream ``<producer>.heartbeat``, payload
+#: ``{"producer": <name>, ...}``): a producer that still sends them is alive.
+HEARTBEAT_EVENT_TYPE = "system.health.heartbeat"
+
 #: What an events store returns for a time window (PostgreSQL and REST transports alike).
 STORE_SCHEMA = pa.schema(
     [

@@ -28,19 +28,25 @@ from parity.core.config import Settings
 from parity.core.errors import ConcurrentUpdateError, FlagError
 from parity.core.routing import FLAG_DEFAULTS, FlagTimeline
 from parity.io.flagrows import (
+    APPLIED,
+    DRY_RUN,
     RESERVED_FLAGS,
     ROLLOUT_STATE_FLAG,
     AuditRow,
+    RollbackDecision,
     read_state_from,
 )
 from parity.io.store import name_database
 
 __all__ = [
+    "APPLIED",
+    "DRY_RUN",
     "RESERVED_FLAGS",
     "ROLLOUT_STATE_FLAG",
     "Applied",
     "AuditRow",
     "ControlPlane",
+    "RollbackDecision",
     "Health",
     "apply_rollback",
     "apply_transition",
@@ -50,6 +56,7 @@ __all__ = [
     "read_health",
     "read_state",
     "read_state_from",
+    "record_decision",
 ]
 
 #: How often a rollback re-reads and retries when another writer got in first.
@@ -93,6 +100,29 @@ class ControlPlane(Protocol):
         """``delivery_metrics`` rows with ``since < sampled_at <= until``, oldest first."""
         ...
 
+    def load_heartbeats(self, since: dt.datetime, until: dt.datetime) -> dict[str, dt.datetime]:
+        """Each producer's newest heartbeat event (``HEARTBEAT_EVENT_TYPE``) in the events
+        table with ``since < emitted_at <= until``, by the producer its payload names."""
+        ...
+
+    def record_decision(
+        self,
+        *,
+        mode: str,
+        reason: str,
+        changes: Mapping[str, Any],
+        source: str,
+        evidence: Any = None,
+        now: dt.datetime | None = None,
+    ) -> RollbackDecision:
+        """Append a rollback decision (``applied``, or ``dry_run``: flags untouched) to
+        ``parity_rollback_decisions``; never touches the flags or their audit."""
+        ...
+
+    def decisions(self) -> list[RollbackDecision]:
+        """Every rollback decision, oldest first."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -115,6 +145,7 @@ def open_control_plane(
             settings.supabase_url,
             settings.supabase_key,
             settings.events_table.schema,
+            events_table=settings.events_table.name,
             timeout_s=statement_timeout_s,
             connect_timeout_s=connect_timeout_s,
         )
@@ -128,6 +159,7 @@ def open_control_plane(
     return PostgresControlPlane(
         url,
         settings.events_table.schema,
+        events_table=settings.events_table.name,
         connect_timeout_s=connect_timeout_s,
         statement_timeout_s=statement_timeout_s,
     )
@@ -199,6 +231,30 @@ def apply_rollback(
     raise ConcurrentUpdateError(
         f"the flags at {control.where} changed under each of {ROLLBACK_ATTEMPTS} rollback "
         "attempts; run the rollback again"
+    )
+
+
+def record_decision(
+    control: ControlPlane,
+    applied: Applied,
+    *,
+    dry_run: bool,
+    reason: str,
+    source: str,
+    evidence: dict[str, Any],
+    now: dt.datetime,
+) -> RollbackDecision | None:
+    """Audit a rollback decision: one a dry run would have made (always), or one that
+    changed the flags (a rollback already in force changed nothing: no row)."""
+    if not dry_run and not applied.applied:
+        return None
+    return control.record_decision(
+        mode=DRY_RUN if dry_run else APPLIED,
+        reason=reason,
+        changes=applied.changes,
+        source=source,
+        evidence={**evidence, "audit_ids": applied.audit_ids} if applied.audit_ids else evidence,
+        now=now,
     )
 
 

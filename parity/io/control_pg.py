@@ -22,16 +22,26 @@ from parity.core.errors import ConcurrentUpdateError, FlagError, MissingTableErr
 from parity.core.rollout import RolloutState
 from parity.core.routing import FLAG_DEFAULTS, validate_flag
 from parity.core.samples import MetricSample
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
 from parity.io.flagrows import (
     ROLLOUT_STATE_FLAG,
     AuditRow,
+    RollbackDecision,
     audit_row,
     checked_changes,
+    decision_row,
     in_force,
     read_state_from,
 )
 from parity.io.pg_connect import DEFAULT_CONNECT_TIMEOUT_S, connect, describe_target
-from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
+from parity.io.tables import (
+    AUDIT_TABLE,
+    DECISIONS_TABLE,
+    FLAGS_TABLE,
+    METRICS_TABLE,
+    RECORD_DECISION_FUNCTION,
+    SET_FLAGS_FUNCTION,
+)
 
 __all__ = [
     "ROLLOUT_STATE_FLAG",
@@ -42,6 +52,7 @@ __all__ = [
     "load_samples",
     "read_flags",
     "read_state",
+    "record_decision",
     "set_flags",
 ]
 
@@ -112,7 +123,56 @@ def set_flags(
     return [audit_row(r) for r in _decode(row[0])]
 
 
-def _error(exc: psycopg.Error, schema: str) -> Exception:
+def record_decision(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    mode: str,
+    reason: str,
+    changes: Mapping[str, Any],
+    source: str,
+    evidence: Any = None,
+    now: dt.datetime | None = None,
+) -> RollbackDecision:
+    """:meth:`parity.io.control.ControlPlane.record_decision` on a connection."""
+    query = sql.SQL("select {}(%s, %s, %s::jsonb, %s, %s::jsonb, %s::timestamptz)").format(
+        _ident(schema, RECORD_DECISION_FUNCTION)
+    )
+    params = (mode, reason, _json(dict(changes)), source, _json(evidence), now)
+    try:
+        with conn.transaction():
+            row = conn.execute(query, params).fetchone()
+    except psycopg.Error as exc:
+        raise _error(exc, schema, RECORD_DECISION_FUNCTION) from None
+    assert row is not None  # a function call always yields its row
+    return decision_row(_decode(row[0]))
+
+
+def load_heartbeats(
+    conn: psycopg.Connection[Any],
+    table: sql.Identifier,
+    since: dt.datetime,
+    until: dt.datetime,
+) -> dict[str, dt.datetime]:
+    """Each producer's newest heartbeat in ``since < emitted_at <= until``."""
+    query = sql.SQL(
+        "select payload->>'producer', max(emitted_at) from {} where event_type = %s "
+        "and emitted_at > %s and emitted_at <= %s and payload->>'producer' is not null "
+        "group by 1"
+    ).format(table)
+    rows = conn.execute(query, (HEARTBEAT_EVENT_TYPE, since, until)).fetchall()
+    return {str(r[0]): r[1].astimezone(dt.UTC) for r in rows}
+
+
+def decisions(conn: psycopg.Connection[Any], schema: str) -> list[RollbackDecision]:
+    """Every rollback decision, oldest first."""
+    query = sql.SQL("select to_jsonb(d) from {} d order by decided_at, id").format(
+        _ident(schema, DECISIONS_TABLE)
+    )
+    return [decision_row(_decode(r[0])) for r in conn.execute(query).fetchall()]
+
+
+def _error(exc: psycopg.Error, schema: str, function: str = SET_FLAGS_FUNCTION) -> Exception:
     state = exc.diag.sqlstate
     text = exc.diag.message_primary or type(exc).__name__
     if state == STALE_SQLSTATE:
@@ -121,10 +181,10 @@ def _error(exc: psycopg.Error, schema: str) -> Exception:
         return FlagError(text.removeprefix("parity: "))
     if state in ("42883", "42P01", "3F000"):
         return MissingTableError(
-            f"schema {schema!r} has no {SET_FLAGS_FUNCTION} function or flag tables "
+            f"schema {schema!r} has no {function} function or Parity tables "
             f"({text}): run `parity db migrate`"
         )
-    return StoreError(f"writing the flags in schema {schema!r} failed: {text} (SQLSTATE {state})")
+    return StoreError(f"calling {function} in schema {schema!r} failed: {text} (SQLSTATE {state})")
 
 
 def history(
@@ -200,10 +260,12 @@ class PostgresControlPlane:
         url: str,
         schema: str,
         *,
+        events_table: str | None = None,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         statement_timeout_s: float = 60.0,
     ) -> None:
         self.schema = schema
+        self.events_table = events_table
         self.where = f"{describe_target(url)} schema {schema!r}"
         self._url = url
         self._connect_timeout_s = connect_timeout_s
@@ -263,6 +325,38 @@ class PostgresControlPlane:
     def load_samples(self, since: dt.datetime, until: dt.datetime) -> list[MetricSample]:
         with self.connection() as conn:
             return load_samples(conn, self.schema, since, until)
+
+    def load_heartbeats(self, since: dt.datetime, until: dt.datetime) -> dict[str, dt.datetime]:
+        if self.events_table is None:  # no events table named: no heartbeats to read
+            return {}
+        with self.connection() as conn:
+            return load_heartbeats(conn, _ident(self.schema, self.events_table), since, until)
+
+    def record_decision(
+        self,
+        *,
+        mode: str,
+        reason: str,
+        changes: Mapping[str, Any],
+        source: str,
+        evidence: Any = None,
+        now: dt.datetime | None = None,
+    ) -> RollbackDecision:
+        with self.connection() as conn:
+            return record_decision(
+                conn,
+                self.schema,
+                mode=mode,
+                reason=reason,
+                changes=changes,
+                source=source,
+                evidence=evidence,
+                now=now,
+            )
+
+    def decisions(self) -> list[RollbackDecision]:
+        with self.connection() as conn:
+            return decisions(conn, self.schema)
 
     def close(self) -> None:
         """Nothing is held between calls."""

@@ -1,7 +1,8 @@
 """The control plane over the Supabase REST API (:class:`parity.io.control.ControlPlane`,
 ``rest``), through the ``supabase`` client.
 
-Writes call the ``parity_set_flags`` function of migration 003 as a PostgREST RPC: one
+Writes call the ``parity_set_flags`` function of migration 003 (and a rollback decision
+``parity_record_rollback_decision`` of migration 004) as a PostgREST RPC: one
 request, one transaction, its audit rows with it (PostgREST cannot span a transaction over
 several requests, so the whole compare-and-set happens inside the function). Reads select
 the tables, keyset-paginated on ``id`` so the API's row cap never truncates the audit
@@ -29,12 +30,28 @@ from parity.core.errors import (
 )
 from parity.core.routing import FLAG_DEFAULTS
 from parity.core.samples import MetricSample
-from parity.io.flagrows import AuditRow, audit_row, checked_changes, in_force
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
+from parity.io.flagrows import (
+    AuditRow,
+    RollbackDecision,
+    audit_row,
+    checked_changes,
+    decision_row,
+    in_force,
+)
 from parity.io.supabase_api import open_client
-from parity.io.tables import AUDIT_TABLE, FLAGS_TABLE, METRICS_TABLE, SET_FLAGS_FUNCTION
+from parity.io.tables import (
+    AUDIT_TABLE,
+    DECISIONS_TABLE,
+    FLAGS_TABLE,
+    METRICS_TABLE,
+    RECORD_DECISION_FUNCTION,
+    SET_FLAGS_FUNCTION,
+)
 
 Row = dict[str, Any]
 AUDIT_COLUMNS = "id,flag,old_value,new_value,changed_at,actor,reason,evidence"
+DECISION_COLUMNS = "id,decided_at,mode,reason,changes,source,evidence"
 METRIC_COLUMNS = (
     "id,sampled_at,producer,window_s,attempts,failures,latency_p50_ms,latency_p95_ms,"
     "connection_attempts,connection_failures"
@@ -58,6 +75,7 @@ class RestControlPlane:
         key: str,
         schema: str,
         *,
+        events_table: str | None = None,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 10.0,
         page_size: int = 1000,
@@ -65,6 +83,7 @@ class RestControlPlane:
         if page_size < 1:
             raise ValueError("page_size must be positive")
         self.schema = schema
+        self.events_table = events_table
         self.page_size = page_size
         self._timeout_s = timeout_s
         self._key = key
@@ -122,6 +141,34 @@ class RestControlPlane:
         rows.sort(key=lambda r: (r["sampled_at"], r["id"]))
         return [MetricSample.from_row(r) for r in rows]
 
+    def load_heartbeats(self, since: dt.datetime, until: dt.datetime) -> dict[str, dt.datetime]:
+        if self.events_table is None:  # no events table named: no heartbeats to read
+            return {}
+        low, high = _utc_text(since), _utc_text(until)
+
+        def beats(query: Any) -> Any:
+            return (
+                query.eq("event_type", HEARTBEAT_EVENT_TYPE)
+                .gt("emitted_at", low)
+                .lte("emitted_at", high)
+            )
+
+        # Paged on emitted_at: two heartbeats at the same instant on a page boundary may
+        # be read as one, which cannot change any producer's newest.
+        rows = self._keyset(
+            self.events_table,
+            "producer:payload->>producer,emitted_at",
+            key="emitted_at",
+            filters=beats,
+        )
+        newest: dict[str, dt.datetime] = {}
+        for row in rows:
+            if row["producer"] is None:
+                continue
+            at = dt.datetime.fromisoformat(row["emitted_at"]).astimezone(dt.UTC)
+            newest[row["producer"]] = max(at, newest.get(row["producer"], at))
+        return newest
+
     def _keyset(
         self,
         table: str,
@@ -168,6 +215,31 @@ class RestControlPlane:
         }
         written = self._execute(self._client.postgrest.rpc(SET_FLAGS_FUNCTION, params), "rpc")
         return [audit_row(r) for r in written]
+
+    def record_decision(
+        self,
+        *,
+        mode: str,
+        reason: str,
+        changes: Mapping[str, Any],
+        source: str,
+        evidence: Any = None,
+        now: dt.datetime | None = None,
+    ) -> RollbackDecision:
+        params = {
+            "p_mode": mode,
+            "p_reason": reason,
+            "p_changes": dict(changes),
+            "p_source": source,
+            "p_evidence": evidence,
+            "p_decided_at": _utc_text(now) if now is not None else None,
+        }
+        row = self._execute(self._client.postgrest.rpc(RECORD_DECISION_FUNCTION, params), "rpc")
+        return decision_row(row)
+
+    def decisions(self) -> list[RollbackDecision]:
+        rows = [decision_row(r) for r in self._keyset(DECISIONS_TABLE, DECISION_COLUMNS)]
+        return sorted(rows, key=lambda r: (r.decided_at, r.id))
 
     # -- errors --------------------------------------------------------------------------
 

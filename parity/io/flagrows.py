@@ -1,5 +1,6 @@
 """Flag rows as stored, for both control-plane implementations (:mod:`parity.io.control`):
-the audit row, the values in force, what a change may hold, and the rollout state."""
+the audit row, the values in force, what a change may hold, the rollout state, and the
+rollback decisions."""
 
 from __future__ import annotations
 
@@ -29,6 +30,41 @@ class AuditRow:
     actor: str
     reason: str
     evidence: Any
+
+
+#: A rollback decision's mode: flags changed, or (PARITY_ROLLBACK_DRY_RUN) only decided.
+APPLIED = "applied"
+DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class RollbackDecision:
+    """One row of ``parity_rollback_decisions``: a rollback applied, or one that dry-run mode
+    would have applied, with the flags it set (or would set), who decided and why."""
+
+    id: int
+    decided_at: dt.datetime
+    mode: str  # APPLIED or DRY_RUN
+    reason: str
+    changes: dict[str, Any]
+    source: str
+    evidence: Any
+
+
+def decision_row(raw: Mapping[str, Any]) -> RollbackDecision:
+    """A decision from its JSON form (the SQL function's result, a PostgREST row)."""
+    decided_at = raw["decided_at"]
+    if isinstance(decided_at, str):
+        decided_at = dt.datetime.fromisoformat(decided_at)
+    return RollbackDecision(
+        int(raw["id"]),
+        decided_at.astimezone(dt.UTC),
+        raw["mode"],
+        raw["reason"],
+        dict(raw["changes"] or {}),
+        raw["source"],
+        raw["evidence"],
+    )
 
 
 def checked_changes(changes: Mapping[str, Any], actor: str, reason: str) -> dict[str, Any]:

@@ -38,10 +38,12 @@ from parity.io.pg_connect import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TI
 from parity.io.store_pg import advisory_key, unique_key_exists
 from parity.io.tables import (
     AUDIT_TABLE,
+    DECISIONS_TABLE,
     FLAGS_LOCK_KEY,
     FLAGS_TABLE,
     METRICS_TABLE,
     MIGRATIONS_TABLE,
+    RECORD_DECISION_FUNCTION,
     SET_FLAGS_FUNCTION,
 )
 
@@ -140,6 +142,11 @@ def placeholders(table: TableName) -> dict[str, sql.Composable]:
         "metrics_name": sql.Literal(METRICS_TABLE),
         "metrics_sampled_at_idx": sql.Identifier(f"{METRICS_TABLE}_sampled_at_idx"),
         "migrations": sql.Identifier(MIGRATIONS_TABLE),
+        "decisions": sql.Identifier(DECISIONS_TABLE),
+        "decisions_decided_at_idx": sql.Identifier(f"{DECISIONS_TABLE}_decided_at_idx"),
+        "decisions_regclass": qualified(DECISIONS_TABLE),
+        "record_decision_fn": sql.Identifier(RECORD_DECISION_FUNCTION),
+        "record_decision_fn_text": qualified(RECORD_DECISION_FUNCTION),
         "set_flags_fn": sql.Identifier(SET_FLAGS_FUNCTION),
         "set_flags_fn_text": qualified(SET_FLAGS_FUNCTION),
         "lock_key": sql.Literal(FLAGS_LOCK_KEY),

@@ -8,6 +8,10 @@ FLAGS_TABLE = "feature_flags"
 AUDIT_TABLE = "feature_flag_audit"
 METRICS_TABLE = "delivery_metrics"
 MIGRATIONS_TABLE = "parity_schema_migrations"
+#: Every rollback decision, applied or dry run (migration 004); not part of the flag history.
+DECISIONS_TABLE = "parity_rollback_decisions"
+#: The one way a rollback decision is recorded (migration 004).
+RECORD_DECISION_FUNCTION = "parity_record_rollback_decision"
 #: The one way flags change (migration 003): compare-and-set, audited, one transaction.
 SET_FLAGS_FUNCTION = "parity_set_flags"
 #: The transaction-scoped advisory lock every flag write takes. Any constant works; it only

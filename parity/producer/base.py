@@ -11,8 +11,9 @@ from typing import Any
 from parity.core.errors import (
     ConfigurationError,
 )
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
 
-HEARTBEAT_EVENT_TYPE = "system.health.heartbeat"
+__all__ = ["HEARTBEAT_EVENT_TYPE"]
 
 
 Clock = Callable[[], dt.datetime]

@@ -170,13 +170,13 @@ def test_the_demo_banner_s_advice_works_as_written(home: Path, capsys) -> None:
     import shlex
 
     from parity.app.demo_plan import plan_demo
-    from parity.app.demo_session import _guide
+    from parity.app.demo_ui import guide
 
     plan = plan_demo(7, dt.datetime(2026, 11, 28, 15, 30, tzinfo=dt.UTC), 2, 600)
     demo_home = home / DEMO_HOME
     red = plan.hours[-1]
     hours = {key: {"colour": "red" if key == red else "green"} for key in plan.hours}
-    text = _guide("http://127.0.0.1:3000", plan, hours, demo_home)
+    text = guide("http://127.0.0.1:3000", plan, hours, demo_home, "tail -f alerts.log")
     assert "http://127.0.0.1:3000/automation" in text and "Overview -> Sensors" not in text
     [report_line] = [line for line in text.splitlines() if " report " in line]
     argv = shlex.split(report_line)

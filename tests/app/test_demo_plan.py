@@ -31,7 +31,7 @@ def test_reconciled_hours_end_before_the_outage_with_a_margin(minute: int) -> No
 def test_the_ui_finds_the_checkouts_workspace() -> None:
     from pathlib import Path
 
-    from parity.app.demo_session import workspace_file
+    from parity.app.demo_ui import workspace_file
 
     path = workspace_file()
     assert path == Path(__file__).resolve().parents[2] / "workspace.yaml"
@@ -39,7 +39,7 @@ def test_the_ui_finds_the_checkouts_workspace() -> None:
 
 
 def test_the_lost_hours_are_those_with_dropped_writes() -> None:
-    from parity.app.demo_session import lost_hours
+    from parity.app.demo_results import lost_hours
 
     plan = plan_demo(11, dt.datetime(2026, 11, 28, 15, 30, tzinfo=dt.UTC), 2, 600)
     assert lost_hours(plan) == [plan.hours[-1]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from parity.core import alerts
-from parity.core.alerts import CheckOutcome, Level
+from parity.core.alerts import CheckOutcome, Level, RunOutcome, run_changes
 from parity.core.knobs import AlertPolicy
 from parity.core.samples import MetricSample
 from parity.core.triggers import TriggerConfig
@@ -150,3 +150,22 @@ def test_rollback_alerts_say_whether_flags_changed():
     assert real.payload()["event"] == "parity.rollback" and real.payload()["reason"] == "latency"
     assert dry.payload()["event"] == "parity.would_roll_back" and dry.payload()["dry_run"]
     assert "WOULD" in dry.title and "X -> 0" in dry.body
+
+
+def test_a_job_alerts_when_it_starts_failing_and_when_it_recovers_per_partition() -> None:
+    def run(n: int, ok: bool, partition: str | None = "h1", job: str = "j") -> RunOutcome:
+        return RunOutcome(job, partition, f"r{n}", ok, "" if ok else "boom")
+
+    failing, found = run_changes({}, [run(1, False), run(2, False), run(3, False, "h2")])
+    assert [a.title for a in found] == [
+        "Parity run failed: j for h1",
+        "Parity run failed: j for h2",
+    ]
+    assert failing == {"j@h1": "r1", "j@h2": "r3"} and found[0].body == "boom"
+    failing, found = run_changes(failing, [run(4, True), run(5, True), run(6, True, None)])
+    assert [(a.kind, a.title) for a in found] == [
+        ("run_recovered", "Parity run succeeded again: j for h1")
+    ]
+    assert found[0].details["failing_since_run_id"] == "r1"
+    assert failing == {"j@h2": "r3"}
+    assert run_changes(failing, [run(7, False, "h2")]) == (failing, [])

@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 
 from parity.core.errors import ConfigurationError
-from parity.core.repair import Attempt, RepairPolicy, RepairState, decide, keys_digest
+from parity.core.repair import (
+    Attempt,
+    RepairPolicy,
+    RepairState,
+    decide,
+    keys_digest,
+    unwritten_digest,
+)
 
 END = dt.datetime(2026, 11, 28, 11, tzinfo=dt.UTC)
 LATER = END + dt.timedelta(minutes=30)
@@ -73,10 +80,27 @@ def test_a_backfill_that_wrote_none_of_the_keys_makes_the_hour_impossible() -> N
     assert "outside the hour" in decision.reason
 
 
+def test_what_a_partial_backfill_could_not_write_is_not_tried_again() -> None:
+    asked = [["s", 1], ["s", 2], ["s", 3]]
+    left = unwritten_digest(asked, [("s", 1), ("s", 3)])
+    assert left == keys_digest([["s", 2]]) and unwritten_digest(asked, asked) is None
+    partial = Attempt(5, keys_digest(asked), 2, {"refused": 1}, unwritten_digest=left)
+    rest = run(missing=1, digest=left, attempts=[partial])
+    assert rest.state == RepairState.IMPOSSIBLE and not rest.repair
+    assert "wrote 2" in rest.reason and "1 rows the store refused" in rest.reason
+    # Other keys missing after it (e.g. a new loss): a repair of its own.
+    other = run(missing=1, digest=keys_digest([["s", 9]]), attempts=[partial])
+    assert other.repair and other.state == RepairState.PENDING
+
+
 def test_attempts_read_back_from_backfill_metadata() -> None:
     entry = {"written": 0, "conflicts": 2, "invalid": 0, "missing_keys_digest": DIGEST}
     attempt = Attempt.from_metadata(7, entry)
     assert attempt == Attempt(7, DIGEST, 0, {"conflicts": 2})
+    partial = {**entry, "written": 1, "refused": 1, "unwritten_keys_digest": "d"}
+    assert Attempt.from_metadata(8, partial) == Attempt(
+        8, DIGEST, 1, {"conflicts": 2, "refused": 1}, "d"
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"settle": dt.timedelta(minutes=-1)}])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from parity.app.demo_alerts import read_alerts
 from parity.core.config import Settings
 from parity.io.embedded import stop_embedded
 
@@ -76,15 +77,10 @@ def test_headless_demo_detects_every_fault_rolls_back_and_repairs(demo_root: Pat
     assert faults["retry_duplicates"]["injected"] == faults["retry_duplicates"]["detected"] == 3
     assert faults["latency_spike"]["detected"] > 500
     assert summary["health"]["fired"] is True
-    # The outage breaches the plan's triggers and never reads as healthy. On a loaded machine
-    # the simulated producer may write too few metric windows for the error-rate trigger to
-    # judge (NO_DATA); the rollback must fire regardless.
-    states = {
-        name: summary["health"]["triggers"][name]["state"]
-        for name in ("error_rate", "connection_failures")
-    }
-    assert "BREACH" in states.values(), states
-    assert "OK" not in states.values(), states
+    # The outage breaches the plan's triggers: the simulated producer wrote a metrics window
+    # every 10 s of the outage, whatever the machine's speed.
+    assert summary["health"]["triggers"]["error_rate"]["state"] == "BREACH", summary["health"]
+    assert summary["health"]["triggers"]["connection_failures"]["state"] == "BREACH"
     # The producer numbered exactly as planned, and the recorder logged every send.
     assert summary["traffic"]["seq_mismatches"] == 0
     assert summary["traffic"]["emitted"] == summary["traffic"]["planned"]
@@ -110,6 +106,15 @@ def test_headless_demo_detects_every_fault_rolls_back_and_repairs(demo_root: Pat
     assert repair["hours"][first]["colour"] == "red"
     assert any("invalid checksums in Supabase" in r for r in repair["hours"][first]["reasons"])
     assert f"{last}  GREEN" in run.stdout
+    # The alert log a person can open: the lost hour red, then green after its repair.
+    assert summary["alerts_log"] == str(home / "alerts.log")
+    assert f"tail -f {home / 'alerts.log'}" in run.stdout
+    alerts = read_alerts(home / "alerts.log")
+    assert [(a.kind, a.state) for a in alerts if a.hour == last] == [
+        ("hour_red", "red"),
+        ("hour_green", "green"),
+    ], alerts
+    assert any(a.kind == "rollback" and a.state == "red" for a in alerts), alerts
     for key in hours:
         assert (home / "reports" / f"{key}.json").exists()
     assert list((home / "ws-log").glob("*/*.jsonl"))

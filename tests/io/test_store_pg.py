@@ -111,7 +111,12 @@ def test_migrate_creates_the_tables_with_rls_and_twice_changes_nothing(
     pg_url: str, pg_schema: str
 ) -> None:
     table = TableName(pg_schema, "monitoring_events")
-    assert migrate(pg_url, table) == ["001_init", "002_supabase", "003_control_plane"]
+    assert migrate(pg_url, table) == [
+        "001_init",
+        "002_supabase",
+        "003_control_plane",
+        "004_rollback_decisions",
+    ]
     before = catalog(pg_url, pg_schema)
 
     assert migrate(pg_url, table) == []
@@ -124,6 +129,7 @@ def test_migrate_creates_the_tables_with_rls_and_twice_changes_nothing(
         "feature_flag_audit": "true",
         "delivery_metrics": "true",
         "parity_schema_migrations": "true",
+        "parity_rollback_decisions": "true",
     }
     indexes = " ".join(r[2] for r in before if r[0] == "index")
     assert "(emitted_at)" in indexes
@@ -140,7 +146,12 @@ def test_a_second_events_table_in_the_same_schema_gets_its_own_migrations(
 ) -> None:
     other = TableName(pg_table.schema, "events_v2")
     with psycopg.connect(pg_url, autocommit=True) as conn:  # a connection works as well
-        assert migrate(conn, other) == ["001_init", "002_supabase", "003_control_plane"]
+        assert migrate(conn, other) == [
+            "001_init",
+            "002_supabase",
+            "003_control_plane",
+            "004_rollback_decisions",
+        ]
     assert migrate(pg_url, other) == []
     store = PostgresStore(pg_url, other)
     assert store.insert_events(events_table(some_events(3))) == 3
@@ -159,7 +170,12 @@ def test_names_with_capitals_spaces_dots_and_quotes(pg_url: str, schema: str, na
     schema = f"{schema} {uuid.uuid4().hex[:6]}"
     table = TableName(schema, name)
     try:
-        assert migrate(pg_url, table) == ["001_init", "002_supabase", "003_control_plane"]
+        assert migrate(pg_url, table) == [
+            "001_init",
+            "002_supabase",
+            "003_control_plane",
+            "004_rollback_decisions",
+        ]
         assert migrate(pg_url, table) == []
         store = PostgresStore(pg_url, table)
         assert store.insert_events(events_table(some_events(5))) == 5
@@ -202,7 +218,12 @@ def test_existing_table_with_duplicates_migrates_without_the_constraint(
         )
 
     with caplog.at_level(logging.WARNING, logger="parity.io.migrate"):
-        assert migrate(pg_url, table) == ["001_init", "002_supabase", "003_control_plane"]
+        assert migrate(pg_url, table) == [
+            "001_init",
+            "002_supabase",
+            "003_control_plane",
+            "004_rollback_decisions",
+        ]
     assert not store.has_unique_key()
     assert "no unique key on (stream, seq)" in caplog.text
     # The other tables and the indexes were still created.
@@ -295,7 +316,12 @@ def supabase_like_url(pg_url: str) -> Iterator[str]:
 
 def test_supabase_parts_apply_where_roles_and_publication_exist(supabase_like_url: str) -> None:
     table = TableName("public", "monitoring_events")
-    assert migrate(supabase_like_url, table) == ["001_init", "002_supabase", "003_control_plane"]
+    assert migrate(supabase_like_url, table) == [
+        "001_init",
+        "002_supabase",
+        "003_control_plane",
+        "004_rollback_decisions",
+    ]
     policies = set(execute(supabase_like_url, "SELECT tablename, policyname FROM pg_policies"))
     assert ("feature_flag_audit", "parity_service_role_append") in policies
     # Dashboard read access is opt-in: 003 removes what 002 gave authenticated.

@@ -4,7 +4,10 @@ PostgreSQL, and the environment a code location would load with."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import http.server
+import json
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -167,3 +170,29 @@ def fresh_dagster_instance_context():
 
     with dg.instance_for_test():
         yield
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Receiver.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def alerts_to(world_env: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """A real HTTP receiver, configured as the Apprise json:// target."""
+    Receiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("PARITY_ALERT_URLS", f"json://127.0.0.1:{server.server_address[1]}/a")
+    yield Receiver.received
+    server.shutdown()
+    server.server_close()

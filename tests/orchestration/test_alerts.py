@@ -5,13 +5,9 @@ received by a real HTTP server through Apprise's json:// target."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
-import json
 import logging
 import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import psycopg
@@ -29,38 +25,14 @@ from orchestration.definitions import build_definitions
 from orchestration.jobs import HOURLY_RECONCILIATION_SCHEDULE, RECONCILE_EVENTS_JOB
 from orchestration.rollout import ROLLBACK_JOB, ROLLBACK_ON_HEALTH_TRIGGERS
 from parity.core.alerts import Alert, Level
+from parity.core.events import make_event
 from parity.core.routing import DATA_VALIDATION_ENABLED
+from parity.core.schema import HEARTBEAT_EVENT_TYPE
 from parity.io import control_pg
 from parity.io.notify import Notifier
 from tests.orchestration.conftest import HOUR, PARTITION, World, stream_events
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["content-length"]))
-        Receiver.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def alerts_to(world_env: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
-    """A real HTTP receiver, configured as the Apprise json:// target."""
-    Receiver.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("PARITY_ALERT_URLS", f"json://127.0.0.1:{server.server_address[1]}/a")
-    yield Receiver.received
-    server.shutdown()
-    server.server_close()
 
 
 def titles(received: list[dict]) -> list[str]:
@@ -195,7 +167,13 @@ def test_dry_run_audits_and_alerts_would_roll_back_and_flips_nothing(
         [again] = tick(loaded, ROLLBACK_ON_HEALTH_TRIGGERS, instance, first.cursor).run_requests
         assert again.run_key == request.run_key
     assert current(world_env) == before  # no flag touched
-    assert len(audit_rows(world_env)) == audited
+    assert len(audit_rows(world_env)) == audited  # nor the history the cohort is read from
+    # Audited where a person finds it: a dry-run row of parity_rollback_decisions.
+    with world_env.store().connection() as conn:
+        [decision] = control_pg.decisions(conn, world_env.table.schema)
+    assert decision.mode == "dry_run" and decision.reason.startswith("health trigger")
+    assert decision.changes["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0
+    assert observation.metadata["decision_id"].value == decision.id
     assert observation.metadata["action"].value == "would_roll_back"
     assert observation.metadata["applied"].value is False
     assert observation.metadata["changes"].value["MONITORING_SUPABASE_ROLLOUT_PERCENTAGE"] == 0
@@ -248,22 +226,69 @@ def test_validation_off_pauses_the_schedule_and_the_repair_not_manual_runs(world
 # -- failed runs and delivery health ----------------------------------------------------------
 
 
-def test_a_failed_run_alerts_once(world_env: World, alerts_to):
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_job_alerts_once_when_it_starts_failing_and_once_when_it_succeeds_again(
+    world_env: World, alerts_to, monkeypatch
+):
+    lossy_hour(world_env)
     loaded = build_definitions()
-    with dg.instance_for_test() as instance:
-        start = tick(loaded, ALERT_ON_RUN_FAILURE, instance)  # a new sensor starts from now
-        failed = loaded.resolve_job_def(ROLLBACK_JOB).execute_in_process(
-            run_config={
-                "ops": {"apply_rollback": {"config": {"reason": "x", "evidence_json": "{oops"}}}
-            },
-            instance=instance,
-            raise_on_error=False,
+    other = "2026-11-28-11:00"
+
+    def reconcile(instance, partition: str, *, database_down: bool = False) -> bool:  # noqa: ANN001
+        job = loaded.resolve_job_def(RECONCILE_EVENTS_JOB)
+        with monkeypatch.context() as env:
+            if database_down:  # read by the resource when the run starts
+                env.setenv("PARITY_DATABASE_URL", f"postgresql://p@127.0.0.1:{closed_port()}/x")
+            run = job.execute_in_process(
+                partition_key=partition, instance=instance, raise_on_error=False
+            )
+        return run.success
+
+    def roll_back(instance, evidence: str) -> bool:  # noqa: ANN001
+        config = {"reason": "drill", "evidence_json": evidence}
+        return (
+            loaded.resolve_job_def(ROLLBACK_JOB)
+            .execute_in_process(
+                run_config={"ops": {"apply_rollback": {"config": config}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+            .success
         )
-        assert not failed.success
-        second = tick(loaded, ALERT_ON_RUN_FAILURE, instance, start.cursor)
-        tick(loaded, ALERT_ON_RUN_FAILURE, instance, second.cursor)
-    assert titles(alerts_to) == ["Parity run failed: rollback_job"]
-    assert alerts_to[0]["type"] == "failure"
+
+    with dg.instance_for_test() as instance:
+        start = tick(loaded, ALERT_ON_RUN_FAILURE, instance)
+        assert not reconcile(instance, PARTITION, database_down=True)
+        assert not reconcile(instance, PARTITION, database_down=True)  # failing: no new alert
+        assert not reconcile(instance, other, database_down=True)  # another hour: its own
+        assert not roll_back(instance, "{oops")
+        failing = tick(loaded, ALERT_ON_RUN_FAILURE, instance, start.cursor)
+        assert titles(alerts_to) == [
+            f"Parity run failed: {RECONCILE_EVENTS_JOB} for {PARTITION}",
+            f"Parity run failed: {RECONCILE_EVENTS_JOB} for {other}",
+            "Parity run failed: rollback_job",
+        ]
+        assert [a["type"] for a in alerts_to] == ["failure"] * 3
+        assert "Steps failed" in alerts_to[0]["message"]
+
+        assert reconcile(instance, PARTITION)
+        assert reconcile(instance, PARTITION)  # healthy already: nothing
+        assert roll_back(instance, "{}")
+        assert not roll_back(instance, "{oops")  # failing again: a new alert
+        back = tick(loaded, ALERT_ON_RUN_FAILURE, instance, failing.cursor)
+        tick(loaded, ALERT_ON_RUN_FAILURE, instance, back.cursor)  # nothing new
+    runs = [a for a in alerts_to[3:] if a["title"].startswith("Parity run")]
+    assert titles(runs) == [
+        f"Parity run succeeded again: {RECONCILE_EVENTS_JOB} for {PARTITION}",
+        "Parity run succeeded again: rollback_job",
+        "Parity run failed: rollback_job",
+    ]
+    assert [a["type"] for a in runs] == ["success", "success", "failure"]
 
 
 def test_silent_producers_and_the_plans_error_rate_alert_on_change_only(
@@ -272,6 +297,12 @@ def test_silent_producers_and_the_plans_error_rate_alert_on_change_only(
     now = dt.datetime.now(dt.UTC)
     insert_samples(world_env, "quiet", now - dt.timedelta(minutes=8), minutes=20, failures=0)
     insert_samples(world_env, "busy", now, minutes=7, failures=2)  # 0.2% > the plan's 0.1%
+    # No metrics for 8 minutes either, but its heartbeats still arrive: not silent.
+    insert_samples(world_env, "beating", now - dt.timedelta(minutes=8), minutes=20, failures=0)
+    beat = now - dt.timedelta(seconds=20)
+    world_env.insert(
+        [make_event("beating.heartbeat", 1, HEARTBEAT_EVENT_TYPE, beat, {"producer": "beating"})]
+    )
     loaded = build_definitions()
     with dg.instance_for_test() as instance:
         first = tick(loaded, ALERT_ON_DELIVERY_HEALTH, instance)

@@ -16,6 +16,7 @@ from assets.flags import feature_flags
 from assets.reconciliation import build_reconciliation_assets
 from assets.resources import ParityResource
 from assets.scorecard import MIGRATION_SCORECARD
+from orchestration.alerts import ALERT_ON_DISCREPANCIES
 from orchestration.backfill_sensors import (
     BACKFILL_MISSED_EVENTS_JOB,
     RECONCILE_AFTER_BACKFILL,
@@ -352,3 +353,51 @@ def test_repairs_that_keep_failing_stop_at_the_limit_and_are_reported_once(
         assert observation.metadata["repair_state"].value == "impossible"
         assert "after 3 automatic repairs" in observation.metadata["repair_reason"].value
         assert tick(spent.cursor).asset_events == []  # reported once
+
+
+def test_the_rest_of_a_partly_written_hour_is_impossible_after_one_backfill(
+    world_env: World,
+    clock: Clock,
+    alerts_to: list[dict],
+) -> None:
+    world_env.critical_first(HOUR - dt.timedelta(days=1))
+    health = stream_events("health", "system.health", 10)
+    # PostgreSQL's jsonb cannot hold \u0000: the store refuses this row on every attempt.
+    poison = make_event(
+        "health", 11, "system.health", HOUR + dt.timedelta(minutes=20), {"s": "\u0000"}
+    )
+    world_env.log([*health, poison])
+    world_env.insert(health[:7])
+    defs = build_definitions()
+    with dg.instance_for_test() as instance:
+        daemon = Daemon(defs, instance, world_env)
+        daemon.resources = {"parity": defs.resources["parity"]}  # with the alert target
+        clock.now = HOUR + dt.timedelta(hours=1, minutes=15)
+        daemon.schedule_tick(clock.now)
+        assert latest_reconciliation(instance)["missing_in_supabase"] == 4
+
+        [backfill] = daemon.tick(REPAIR_LOST_EVENTS)
+        [mat] = [e.materialization for e in backfill.get_asset_materialization_events()]
+        assert (mat.metadata["written"].value, mat.metadata["refused"].value) == (3, 1)
+        [again] = daemon.tick(RECONCILE_AFTER_BACKFILL)
+        [lost] = [
+            e for e in again.get_asset_check_evaluations() if e.check_name == "no_events_lost"
+        ]
+        assert not lost.passed and lost.metadata["repair_state"].value == "impossible"
+        assert "wrote 3" in lost.metadata["repair_reason"].value
+        assert "1 rows the store refused" in lost.metadata["repair_reason"].value
+
+        for minutes in (0, 30, 60, 120):  # later ticks: no second backfill
+            clock.now = HOUR + dt.timedelta(hours=1, minutes=15 + minutes)
+            assert daemon.tick(REPAIR_LOST_EVENTS) == []
+            assert daemon.tick(RECONCILE_AFTER_BACKFILL) == []
+            daemon.tick(ALERT_ON_DISCREPANCIES)
+        assert len(daemon.runs_of(BACKFILL_MISSED_EVENTS_JOB)) == 1
+        assert len(daemon.runs_of(RECONCILE_EVENTS_JOB)) == 2
+        meta = latest_reconciliation(instance)
+        assert (meta["missing_in_supabase"], meta["repair_state"]) == (1, "impossible")
+        assert meta["verdict"] == "red"
+
+    repairs = [a for a in alerts_to if "could not repair" in a["title"]]
+    assert [a["title"] for a in repairs] == [f"Parity could not repair hour {PARTITION}"]
+    assert "store refused" in repairs[0]["message"]

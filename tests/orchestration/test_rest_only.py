@@ -98,6 +98,11 @@ def test_rollback_job_runs_over_rest(rest_env: dict, supabase_db_url: str) -> No
     values = flags_over_sql(supabase_db_url)
     assert {k: values[k] for k in rollout.rollback_plan()} == rollout.rollback_plan()
     assert values[rollout.ROLLOUT_STATE_FLAG]["rollback_reason"] == "drill over REST"
+    # The decision is audited too, through the REST RPC of migration 004.
+    with psycopg.connect(supabase_db_url) as conn:
+        [decision] = [d for d in control_pg.decisions(conn, TABLE.schema) if "REST" in d.reason]
+    assert (decision.mode, decision.source) == ("applied", "parity:rollback_job")
+    assert decision.changes == {PERCENT: 0, CRITICAL_EVENTS_SUPABASE: False}
 
 
 def test_health_sensor_ticks_and_its_rollback_runs_over_rest(
