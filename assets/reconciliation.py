@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from assets.backfill import backfill_attempts
 from assets.failures import surface_parity_errors
+from assets.flags import FEATURE_FLAGS
 from assets.resources import ParityResource
 from checks import ge_process
 from checks.evaluate import evaluate_checks
@@ -34,7 +35,6 @@ from parity.io.wslog import SORT_KEYS as LOG_SORT_KEYS
 from parity.io.wslog import LogRead, read_window
 
 GROUP = "reconciliation"
-FEATURE_FLAGS = "feature_flags"
 #: Each run reconciles one hour (the assets read context.partition_key); a backfill over a
 #: range launches one run per hour, which the run queue spreads over the workers.
 ONE_HOUR_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)

@@ -15,7 +15,7 @@ import dagster as dg
 import pydantic
 
 from parity.core.classify import Classifier, load_rules
-from parity.core.config import Settings
+from parity.core.config import DEFAULT_EVENTS_TABLE, Settings
 from parity.io.control import ControlPlane, open_control_plane
 from parity.io.runtime import apply_runtime
 from parity.io.store import EventStore, open_store
@@ -46,7 +46,7 @@ class ParityResource(dg.ConfigurableResource):
     database_url: str | None = None
     supabase_url: str | None = None
     supabase_key: str | None = None
-    events_table: str = "public.monitoring_events"
+    events_table: str = DEFAULT_EVENTS_TABLE
     rules_path: str | None = None
     alert_webhook_url: str | None = None
     alert_urls: str | None = None

@@ -130,7 +130,7 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     supabase_url: str | None = None
     supabase_key: str | None = field(default=None, repr=False)
-    events_table: TableName = TableName("public", "monitoring_events")
+    events_table: TableName = TableName.parse(DEFAULT_EVENTS_TABLE)
     partitions_start: dt.datetime | None = None
     alert_webhook_url: str | None = field(default=None, repr=False)
     #: Apprise URLs (one or more, separated by spaces or commas); secrets, never shown.
