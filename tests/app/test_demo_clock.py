@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 import time
 
-from parity.app.demo import SimClock
+from parity.app.demo_clock import SimClock
 
 T0 = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
 
