@@ -15,20 +15,20 @@ from parity.core.schema import HEARTBEAT_EVENT_TYPE
 from parity.io.control import ControlPlane
 from parity.io.control_pg import PostgresControlPlane
 from parity.io.control_rest import RestControlPlane
-from tests.io.test_control import T0, TABLE, api, db_url  # noqa: F401 - fixtures
+from tests.io.test_control import T0, TABLE
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["postgres", "rest"])
-def plane(request: pytest.FixtureRequest, db_url: str):  # noqa: F811, ANN201
-    with psycopg.connect(db_url, autocommit=True) as conn:
+def plane(request: pytest.FixtureRequest, supabase_db_url: str):  # noqa: ANN201
+    with psycopg.connect(supabase_db_url, autocommit=True) as conn:
         conn.execute(sql.SQL("truncate {}").format(sql.Identifier(TABLE.schema, TABLE.name)))
     opened: ControlPlane
     if request.param == "postgres":
-        opened = PostgresControlPlane(db_url, TABLE.schema, events_table=TABLE.name)
+        opened = PostgresControlPlane(supabase_db_url, TABLE.schema, events_table=TABLE.name)
     else:
-        rest = request.getfixturevalue("api")
+        rest = request.getfixturevalue("supabase_api")
         opened = RestControlPlane(
             rest.url, rest.service_role_key, TABLE.schema, events_table=TABLE.name, page_size=2
         )
@@ -36,8 +36,8 @@ def plane(request: pytest.FixtureRequest, db_url: str):  # noqa: F811, ANN201
     opened.close()
 
 
-def insert(db_url: str, events: list) -> None:  # noqa: F811
-    with psycopg.connect(db_url, autocommit=True) as conn:
+def insert(supabase_db_url: str, events: list) -> None:  # noqa: F811
+    with psycopg.connect(supabase_db_url, autocommit=True) as conn:
         for e in events:
             conn.execute(
                 sql.SQL(
@@ -55,7 +55,9 @@ def insert(db_url: str, events: list) -> None:  # noqa: F811
             )
 
 
-def test_each_producers_newest_heartbeat_in_the_window(plane: ControlPlane, db_url: str) -> None:  # noqa: F811
+def test_each_producers_newest_heartbeat_in_the_window(
+    plane: ControlPlane, supabase_db_url: str
+) -> None:
     def beat(producer: str, seq: int, minutes: float) -> object:
         at = T0 + dt.timedelta(minutes=minutes)
         return make_event(
@@ -63,7 +65,7 @@ def test_each_producers_newest_heartbeat_in_the_window(plane: ControlPlane, db_u
         )
 
     insert(
-        db_url,
+        supabase_db_url,
         [
             beat("api", 1, 1),
             beat("api", 2, 1.5),

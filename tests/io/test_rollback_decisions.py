@@ -21,9 +21,6 @@ from tests.io.test_control import (  # noqa: F401 - fixtures
     PERCENT,
     T0,
     TABLE,
-    api,
-    clean,
-    db_url,
     open_plane,
     plane,
     sql_history,
@@ -34,19 +31,19 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def no_decisions(db_url: str) -> None:  # noqa: F811
-    with psycopg.connect(db_url, autocommit=True) as conn:
+def no_decisions(supabase_db_url: str) -> None:
+    with psycopg.connect(supabase_db_url, autocommit=True) as conn:
         conn.execute(sql.SQL("truncate {}").format(sql.Identifier(TABLE.schema, DECISIONS_TABLE)))
 
 
-def sql_decisions(db_url: str) -> list[control.RollbackDecision]:  # noqa: F811
-    with psycopg.connect(db_url) as conn:
+def sql_decisions(supabase_db_url: str) -> list[control.RollbackDecision]:
+    with psycopg.connect(supabase_db_url) as conn:
         return control_pg.decisions(conn, TABLE.schema)
 
 
 def test_a_dry_run_is_audited_apart_from_the_flag_history(
     plane: ControlPlane,  # noqa: F811
-    db_url: str,  # noqa: F811
+    supabase_db_url: str,
 ) -> None:
     plane.set_flags({PERCENT: 10}, actor="alice", reason="canary", now=T0)
     history, timeline = plane.history(), control.load_timeline(plane)
@@ -66,7 +63,7 @@ def test_a_dry_run_is_audited_apart_from_the_flag_history(
     assert dry.changes[PERCENT] == 0 and dry.decided_at == later
     assert (dry.source, dry.evidence) == ("parity:rollback_job", {"trigger": "health"})
     # Nothing in the flag history: the cohort of every instant is as it was.
-    assert plane.history() == sql_history(db_url) == history
+    assert plane.history() == sql_history(supabase_db_url) == history
     assert control.load_timeline(plane).value_at(PERCENT, later) == 10
     assert timeline.value_at(PERCENT, later) == 10
     assert plane.read_flags()[PERCENT] == 10
@@ -80,7 +77,7 @@ def test_a_dry_run_is_audited_apart_from_the_flag_history(
     assert real is not None and real.mode == control.APPLIED
     assert real.changes == {k: v for k, v in rollout.rollback_plan().items() if k in real.changes}
     assert real.evidence["audit_ids"] == applied.audit_ids
-    assert plane.decisions() == sql_decisions(db_url) == [dry, real]
+    assert plane.decisions() == sql_decisions(supabase_db_url) == [dry, real]
     # A rollback already in force changes nothing, and records nothing.
     again = control.apply_rollback(plane, actor="bob", reason="again", evidence={}, now=later)
     assert (
@@ -92,22 +89,25 @@ def test_a_dry_run_is_audited_apart_from_the_flag_history(
     assert len(plane.decisions()) == 2
 
 
-def test_a_decision_needs_its_mode_reason_and_source(plane: ControlPlane, db_url: str) -> None:  # noqa: F811
+def test_a_decision_needs_its_mode_reason_and_source(
+    plane: ControlPlane,  # noqa: F811 - the fixture imported above
+    supabase_db_url: str,
+) -> None:
     for mode, reason, source in (("maybe", "r", "s"), ("dry_run", " ", "s"), ("applied", "r", "")):
         with pytest.raises(FlagError):
             plane.record_decision(mode=mode, reason=reason, changes={}, source=source)
-    assert sql_decisions(db_url) == []
+    assert sql_decisions(supabase_db_url) == []
 
 
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
 def test_anon_and_authenticated_can_neither_read_nor_record_decisions(
-    api: SupabaseRest,  # noqa: F811
-    db_url: str,  # noqa: F811
+    supabase_api: SupabaseRest,
+    supabase_db_url: str,
     role: str,
 ) -> None:
-    key = api.anon_key if role == "anon" else api.authenticated_key
+    key = supabase_api.anon_key if role == "anon" else supabase_api.authenticated_key
     headers = {"apikey": key, "Authorization": f"Bearer {key}"}
-    base = f"{api.url}/rest/v1"
+    base = f"{supabase_api.url}/rest/v1"
     with httpx.Client(timeout=10) as client:
         read = client.get(f"{base}/{DECISIONS_TABLE}", params={"limit": 1}, headers=headers)
         assert read.status_code in (401, 403) and read.json()["code"] == "42501", read.text
@@ -119,4 +119,4 @@ def test_anon_and_authenticated_can_neither_read_nor_record_decisions(
             headers=headers,
         )
         assert call.status_code in (401, 403) and call.json()["code"] == "42501", call.text
-    assert sql_decisions(db_url) == []
+    assert sql_decisions(supabase_db_url) == []
