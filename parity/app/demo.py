@@ -7,9 +7,9 @@ WebSocket broadcaster on 127.0.0.1, a :class:`Recorder` subscribed over a real l
 connection writing the hour files, and the embedded PostgreSQL as "Supabase", behind a
 :class:`FaultyStore` that injects the store-side faults.
 
-Simulated time. One :class:`~parity.app.demo_clock.SimClock` is injected into the writer (``emitted_at``, flag
-reads, breaker, retry back-off, metrics windows, heartbeats) and the recorder
-(``logged_at``). The player advances it event by event and, between two events, sleeper
+Simulated time. One :class:`~parity.app.demo_clock.SimClock` is injected into the writer
+(``emitted_at``, flag reads, breaker, retry back-off, metrics windows, heartbeats) and the
+recorder (``logged_at``). The player advances it event by event and, between two events, sleeper
 deadline by sleeper deadline, each woken task done before time moves on, so hours of traffic
 take seconds and every metrics window and retry still happens at its simulated instant. The
 plan ends at the real *now* of its making; the player then catches up with the seconds
