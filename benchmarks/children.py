@@ -267,6 +267,7 @@ def verify_cost(root: Path, meta: dict, home: Path) -> dict:
     from parity.io.verify import verify_checksums
     from parity.io.wslog import read_window
 
+    _apply_runtime()
     start, end = _window(meta)
     classifier = load_rules(None)
     sink = _Discard()

@@ -61,9 +61,15 @@ def verdicts_identical(res: dict) -> bool | None:
 
 def _verify_figures(res: dict) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # A figure counts only when the child really ran as its label says (kernel on / off).
+    ran_as_labelled = {
+        "verify_kernel": _child(res, "verify_kernel").get("kernel") is True,
+        "verify_python": _child(res, "verify_python").get("kernel") is False,
+    }
     for side in ("log", "supabase"):
         for key, suffix in (("verify_kernel", "kernel"), ("verify_python", "python")):
-            out[f"{side}_us_per_event_{suffix}"] = _child(res, key).get(f"{side}_us_per_event")
+            figure = _child(res, key).get(f"{side}_us_per_event")
+            out[f"{side}_us_per_event_{suffix}"] = figure if ran_as_labelled[key] else None
         k, p = out[f"{side}_us_per_event_kernel"], out[f"{side}_us_per_event_python"]
         if k and p:
             out[f"{side}_kernel_speedup"] = round(p / k, 2)
