@@ -412,7 +412,9 @@ def combine(paths: list[Path], *, reference_too: bool) -> int:
         "sizes": {},
     }
     for run in runs:
-        results["sizes"].update(run["sizes"])
+        # Stage by stage: a later run's stages replace an earlier run's at the same size.
+        for size, stages in run["sizes"].items():
+            results["sizes"].setdefault(size, {}).update(stages)
         if run.get("overhead"):
             results["overhead"] = run["overhead"]
     results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))

@@ -67,8 +67,15 @@ def alert_line(post: dict[str, Any], at: dt.datetime) -> AlertLine:
         kind=event.removeprefix("parity."),
         hour=str(details.get("partition") or "-"),
         state=STATES.get(str(post.get("type")), str(post.get("type") or "-")),
-        message=f"{post.get('title') or ''}: {text or body}".strip(": "),
+        message=_message(str(post.get("title") or ""), text or body),
     )
+
+
+def _message(title: str, text: str) -> str:
+    """Title and text on one line; the text alone when it only repeats the title."""
+    if not title or text.startswith(title.removeprefix("Parity: ")):
+        return text or title
+    return f"{title}: {text}".strip(": ")
 
 
 def read_alerts(path: Path) -> list[AlertLine]:

@@ -52,6 +52,7 @@ def workspace_file() -> Path:
 def start_dagster_dev(port: int, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
     """``dagster dev`` (webserver and daemon) in a process group of its own."""
     workspace = workspace_file()
+    skip_welcome_dialog(Path(env["DAGSTER_HOME"]))
     log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     try:
         return subprocess.Popen(
@@ -66,6 +67,15 @@ def start_dagster_dev(port: int, env: Mapping[str, str], log_path: Path) -> subp
         )
     finally:
         log_file.close()
+
+
+def skip_welcome_dialog(dagster_home: Path) -> None:
+    """The demo's own Dagster home marks the UI's "Join the Dagster community" dialog as
+    seen (the file the webserver's ``setNuxSeen`` writes), so it does not cover the first
+    page a person opens from the banner."""
+    nux = dagster_home / ".nux" / "nux.yaml"
+    nux.parent.mkdir(parents=True, exist_ok=True)
+    nux.write_text("seen: 1\n")
 
 
 def wait_for_webserver(process: subprocess.Popen, url: str, timeout: float = 180.0) -> None:

@@ -3,9 +3,10 @@ target) to the demo's real HTTP receiver, one readable line each, in order."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
-from parity.app.demo_alerts import AlertReceiver, read_alerts
+from parity.app.demo_alerts import AlertReceiver, alert_line, read_alerts
 from parity.core.alerts import Alert, Level, repair_incomplete_alert
 from parity.io.notify import Notifier
 
@@ -41,3 +42,13 @@ def test_each_alert_is_one_line_of_the_log_as_it_arrives(tmp_path: Path) -> None
         ("would_roll_back", "-", "yellow"),
     ]
     assert len((tmp_path / "alerts.log").read_text().splitlines()) == 3
+
+
+def test_a_text_that_repeats_its_title_is_written_once() -> None:
+    post = {
+        "title": "Parity: write error rate above 0.1000% for 300 s",
+        "message": "write error rate above 0.1000% for 300 s (30/30 windows above)",
+        "type": "warning",
+    }
+    line = alert_line(post, dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC))
+    assert line.message == "write error rate above 0.1000% for 300 s (30/30 windows above)"
