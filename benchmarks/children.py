@@ -280,11 +280,16 @@ def verify_cost(root: Path, meta: dict, home: Path) -> dict:
                           TableName.parse(f"{meta['schema']}.monitoring_events"))  # fmt: skip
     # The rows are fetched first (up to VERIFY_SAMPLE_ROWS), so the driver's own work is
     # not counted; then verified batch by batch, as the snapshot does.
-    batches, fetched = [], 0
+    # At most VERIFY_SAMPLE_ROWS rows. A sample is not the same rows in every run: the COPY
+    # has no ORDER BY, and PostgreSQL starts a large table's sequential scan where the last
+    # one left off (synchronize_seqscans), so only whole hours' verdicts are compared.
+    batches, fetched, sampled = [], 0, False
     for batch in store.snapshot_batches(start, end):
+        batch = batch.slice(0, VERIFY_SAMPLE_ROWS - fetched)
         batches.append(batch)
         fetched += batch.num_rows
         if fetched >= VERIFY_SAMPLE_ROWS:
+            sampled = True
             break
     began = _cpu_s()
     valid = sum(verify_checksums(batch).true_count for batch in batches)
@@ -304,6 +309,7 @@ def verify_cost(root: Path, meta: dict, home: Path) -> dict:
         "supabase_cpu_s": round(sb_cpu, 3),
         "supabase_us_per_event": round(sb_cpu / rows * 1e6, 3) if rows else None,
         "supabase_verdicts": {"rows": rows, "valid": valid},
+        "supabase_sampled": sampled,
     }
 
 

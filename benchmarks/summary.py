@@ -45,6 +45,12 @@ def _report(res: dict, key: str) -> dict | None:
     return r.get("report") or (r.get("child") or {}).get("report")
 
 
+def _sampled(child: dict) -> bool:
+    """Whether the verification child judged a sample of the hour's Supabase rows (results
+    written before the flag existed: a sample when it stopped at the sample size)."""
+    return bool(child.get("supabase_sampled", child["supabase_verdicts"]["rows"] >= 1_000_000))
+
+
 def verdicts_identical(res: dict) -> bool | None:
     """Whether every pair of runs with and without the kernel that both finished reported
     the same counts (None when no pair was measured)."""
@@ -55,7 +61,9 @@ def verdicts_identical(res: dict) -> bool | None:
             same.append(a == b)
     a, b = _child(res, "verify_kernel"), _child(res, "verify_python")
     if a and b:
-        same.append(all(a[k] == b[k] for k in ("log_verdicts", "supabase_verdicts")))
+        same.append(a["log_verdicts"] == b["log_verdicts"])
+        if not (_sampled(a) or _sampled(b)):
+            same.append(a["supabase_verdicts"] == b["supabase_verdicts"])
     return all(same) if same else None
 
 
