@@ -41,7 +41,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from parity.core import partitions
 from parity.core.backfill_plan import (
@@ -54,6 +60,7 @@ from parity.core.backfill_plan import (
 )
 from parity.core.errors import (
     ConfigurationError,
+    CredentialsRefusedError,
     StoreConnectionError,
     StoreError,
     StoreRefusedError,
@@ -92,10 +99,12 @@ class BackfillOptions:
             raise ConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}")
 
     def retrying(self) -> Retrying:
-        """The retry policy of one batch: StoreConnectionError only, ``max_attempts`` in
-        all, waiting ``backoff_s`` doubling up to ``max_backoff_s`` between them."""
+        """The retry policy of one batch: StoreConnectionError only (not refused
+        credentials: waiting does not correct a password), ``max_attempts`` in all, waiting
+        ``backoff_s`` doubling up to ``max_backoff_s`` between them."""
         return Retrying(
-            retry=retry_if_exception_type(StoreConnectionError),
+            retry=retry_if_exception_type(StoreConnectionError)
+            & retry_if_not_exception_type(CredentialsRefusedError),
             stop=stop_after_attempt(self.max_attempts),
             wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
             sleep=self.sleep,

@@ -19,7 +19,7 @@ from psycopg import sql
 from parity.core import backfill_plan
 from parity.core.classify import load_rules
 from parity.core.config import TableName
-from parity.core.errors import StoreConnectionError
+from parity.core.errors import CredentialsRefusedError, StoreConnectionError
 from parity.core.events import Event, make_event
 from parity.core.reconcile import reconcile
 from parity.core.routing import CRITICAL_EVENTS_SUPABASE, FlagTimeline
@@ -357,6 +357,12 @@ def test_options_validate_and_back_off_exponentially() -> None:
             with attempt:
                 raise StoreConnectionError("down")
     assert sleeps == [1.0, 2.0, 4.0, 5.0]  # five attempts, capped backoff between them
+    sleeps.clear()
+    with pytest.raises(CredentialsRefusedError):
+        for attempt in options.retrying():
+            with attempt:
+                raise CredentialsRefusedError("password refused")
+    assert sleeps == []  # waiting does not correct a password: no retry
     with pytest.raises(Exception, match="batch size"):
         bf.BackfillOptions(batch_size=0)
 
