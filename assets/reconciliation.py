@@ -29,7 +29,7 @@ from parity.io.backfill_ledger import backfilled_keys
 from parity.io.control import load_timeline
 from parity.io.reports import write_report
 from parity.io.snapshot import SnapshotFile, SnapshotWriter, aligned_parts, staged
-from parity.io.store import with_derived_columns
+from parity.io.store import derived_batches
 from parity.io.store_pg import SORT_KEYS as STORE_SORT_KEYS
 from parity.io.wslog import SORT_KEYS as LOG_SORT_KEYS
 from parity.io.wslog import LogRead, read_window
@@ -195,8 +195,8 @@ def _supabase_events_snapshot_asset(
         store = parity.open_store()
 
         def fill(sink: SnapshotWriter) -> None:
-            for rows in store.snapshot_batches(start, end):
-                sink.write(with_derived_columns(rows, classifier))
+            for rows in derived_batches(store, start, end, classifier):
+                sink.write(rows)
 
         try:
             snap, summary, results, _ = _snapshot(

@@ -118,7 +118,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     from parity.io.control_pg import PostgresControlPlane
     from parity.io.reports import write_report
     from parity.io.snapshot import SnapshotWriter, aligned_parts
-    from parity.io.store import with_derived_columns
+    from parity.io.store import derived_batches
     from parity.io.store_pg import SORT_KEYS as STORE_SORT_KEYS
     from parity.io.store_pg import PostgresStore
     from parity.io.wslog import SORT_KEYS as LOG_SORT_KEYS
@@ -163,8 +163,8 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
         with SnapshotWriter(
             SUPABASE_SNAPSHOT_SCHEMA, STORE_SORT_KEYS, spill_dir=snapshots / ".staging"
         ) as sink:
-            for rows in store.snapshot_batches(start, end):
-                sink.write(with_derived_columns(rows, classifier))
+            for rows in derived_batches(store, start, end, classifier):
+                sink.write(rows)
             return sink.finish(path(specs.SUPABASE_EVENTS_SNAPSHOT))
 
     ws = p("log_snapshot", log_snapshot)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from parity.io import native
+
 #: Longest line accepted, newline excluded (contract §3: "over 1 MiB" is quarantined).
 MAX_LINE_BYTES = 1 << 20
 #: How much of an overlong line the quarantine keeps.
@@ -83,7 +85,7 @@ class Lines:
 
     @property
     def count(self) -> int:
-        return self.data.count(b"\n") + (0 if self.data.endswith(b"\n") else 1)
+        return native.count_newlines(self.data) + (0 if self.data.endswith(b"\n") else 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +202,7 @@ def line_ranges(fh: BinaryIO, size: int, shares: int) -> tuple[list[int], list[i
             chunk = fh.read(min(4 << 20, bound - position))
             if not chunk:
                 break
-            lines += chunk.count(b"\n")
+            lines += native.count_newlines(chunk)
             position += len(chunk)
         first_lines.append(lines)
     return bounds, first_lines

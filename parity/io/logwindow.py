@@ -197,24 +197,22 @@ class WindowReader(LineReader):
         flags = scan.flags
         outside = np.flatnonzero(flags == native.OUTSIDE)
         self.outside += len(outside)
-        lines: list[bytes] | None = None
+        data, starts = block.data, scan.line_starts
         if own and len(outside):
             stray = outside[self.unreachable_us(scan.emitted_us[outside], hour_file.hour)]
-            if len(stray):
-                lines = split_lines(block)
-                for i in stray.tolist():
-                    self.stray += 1
-                    detail = self.stray_detail(int(scan.emitted_us[i]), hour_file.hour)
-                    self.quarantine(
-                        hour_file.relpath, block.first + i, STRAY_EVENT, detail, lines[i]
-                    )  # noqa: E501
+            for i in stray.tolist():
+                self.stray += 1
+                detail = self.stray_detail(int(scan.emitted_us[i]), hour_file.hour)
+                line = native.line_of(data, starts, i)
+                self.quarantine(hour_file.relpath, block.first + i, STRAY_EVENT, detail, line)
         if len(scan.line_index):
             self.flush()
             self.emit(self._batch(scan, block.first, hour_file.relpath))
         undecided = np.flatnonzero(flags == native.UNDECIDED)
         if len(undecided):
-            lines = lines if lines is not None else split_lines(block)
-            chosen = ((block.first + i, lines[i]) for i in undecided.tolist())
+            chosen = (
+                (block.first + i, native.line_of(data, starts, i)) for i in undecided.tolist()
+            )
             self.read_lines(chosen, hour_file, own, unterminated)
 
     def _batch(self, scan: native.LogScan, first: int, relpath: str) -> pa.RecordBatch:

@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,8 @@ CHILD_GRACE_S = 30.0
 #: At most this many processes (``Settings.runtime.workers``, set by :func:`limit_workers`);
 #: None: the usable cores. Module state, so forked children see the parent's limit.
 _limit: int | None = None
+#: How many :func:`no_forks` blocks are open.
+_threads = 0
 
 
 def limit_workers(limit: int | None) -> None:
@@ -43,11 +46,25 @@ def limit_workers(limit: int | None) -> None:
     _limit = limit
 
 
+@contextmanager
+def no_forks() -> Iterator[None]:
+    """Nothing forks while this is entered (:func:`workers` is 1): a thread of this
+    process is at work (:mod:`parity.io.prefetch`), and a child forked now could inherit a
+    lock that thread holds."""
+    global _threads
+    _threads += 1
+    try:
+        yield
+    finally:
+        _threads -= 1
+
+
 def workers(items: int) -> int:
     """How many shares to split ``items`` into: the usable cores (at most the
     :func:`limit_workers` limit),
-    with at least :data:`MIN_ITEMS_PER_SHARE` items each; 1 where fork is unavailable."""
-    if sys.platform != "linux" or not hasattr(os, "fork"):
+    with at least :data:`MIN_ITEMS_PER_SHARE` items each; 1 where fork is unavailable or
+    while a helper thread runs (:func:`no_forks`)."""
+    if sys.platform != "linux" or not hasattr(os, "fork") or _threads:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -112,6 +113,30 @@ def open_store(
         connect_timeout_s=connect_timeout_s,
         statement_timeout_s=statement_timeout_s,
     )
+
+
+def derived_batches(
+    store: EventStore,
+    start: dt.datetime,
+    end: dt.datetime,
+    classifier,  # noqa: ANN001
+) -> Iterator[pa.Table]:
+    """The store's rows of ``[start, end)`` with what Parity derives from them
+    (:func:`with_derived_columns`), batch by batch.
+
+    With the native kernel the next batch is read while this one is verified
+    (:mod:`parity.io.prefetch`: the read and the kernel both run outside the GIL). Without
+    it each batch's verification is spread over the cores by fork, which a reading thread
+    would rule out, so the reading waits for it."""
+    from parity.io import native
+    from parity.io.prefetch import prefetched
+
+    batches: Iterable[pa.Table] = store.snapshot_batches(start, end)
+    if native.kernel is not None:
+        batches = prefetched(batches)
+    with closing(iter(batches)) as rows:  # type: ignore[type-var]
+        for batch in rows:
+            yield with_derived_columns(batch, classifier)
 
 
 def with_derived_columns(rows: pa.Table, classifier) -> pa.Table:  # noqa: ANN001

@@ -63,8 +63,10 @@ COLUMNS = tuple(STORE_SCHEMA.names)
 #: The order of a snapshot; nulls (a ``received_at`` never set) last.
 SORT_KEYS = [("stream", "ascending"), ("seq", "ascending"), ("received_at", "ascending")]
 #: Rows per table of :meth:`PostgresStore.snapshot_batches`: large enough that the
-#: checksum verification of a batch is worth spreading over the cores.
-BATCH_ROWS = 200_000
+#: checksum verification of a batch is worth spreading over the cores, small enough that
+#: the batch read ahead while one is verified (:func:`parity.io.store.derived_batches`)
+#: costs little memory (about 35 MB).
+BATCH_ROWS = 100_000
 #: Columns ``insert_events`` requires; ``category`` and ``received_at`` may be absent.
 REQUIRED_INSERT_COLUMNS = ("stream", "seq", "event_type", "emitted_at", "payload", "checksum")
 #: The temporary table ``insert_events`` ingests into (in ``pg_temp``, one per connection).

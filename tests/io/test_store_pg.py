@@ -725,3 +725,52 @@ def test_snapshot_batches_stream_the_window_in_bounded_tables(
     )
     empty = list(store.snapshot_batches(H - dt.timedelta(days=2), H - dt.timedelta(days=1)))
     assert [b.num_rows for b in empty] == [0] and empty[0].schema == STORE_SCHEMA
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "python"])
+def test_derived_batches_read_ahead_only_with_the_kernel(
+    pg_url: str, pg_table: TableName, kernel: bool
+) -> None:
+    """With the kernel the COPY is read by a thread while the previous batch is verified;
+    without it (verification forks) it is not. The rows are the same either way, and the
+    connection is given back."""
+    from parity.core.classify import load_rules
+    from parity.io import native, parallel
+    from parity.io.store import derived_batches, with_derived_columns
+
+    if kernel and native.kernel is None:
+        pytest.skip("the native kernel is not built")
+    store = PostgresStore(pg_url, pg_table)
+    store.insert_events(events_table(some_events(40, stream="b") + some_events(20, stream="a")))
+    window = (H, H + dt.timedelta(hours=1))
+    classifier = load_rules(None)
+    before = native.kernel is not None
+    big = parallel.MIN_ITEMS_PER_SHARE * 64
+    outside = parallel.workers(big)
+    native.use_kernel(kernel)
+    try:
+        inside, batches = [], []
+        for batch in derived_batches(store, *window, classifier):
+            # While a reading thread runs, nothing forks (verification stays in-process).
+            inside.append(parallel.workers(big))
+            batches.append(batch)
+    finally:
+        native.use_kernel(before)
+    assert inside == [1 if kernel else outside]
+    assert not any(t.name == "parity-prefetch" for t in threading.enumerate())
+    expected = with_derived_columns(store.snapshot(*window), classifier)
+    got = pa.concat_tables(batches).sort_by(store_pg_sort_keys())
+    assert got.equals(expected)
+    assert got.column("checksum_valid").combine_chunks().true_count == 60
+    with psycopg.connect(pg_url) as conn:
+        (open_copies,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE query LIKE 'COPY%' AND state <> 'idle' AND pid <> pg_backend_pid()"
+        ).fetchone()  # type: ignore[misc]
+    assert open_copies == 0
+
+
+def store_pg_sort_keys() -> list[tuple[str, str]]:
+    from parity.io.store_pg import SORT_KEYS
+
+    return SORT_KEYS

@@ -240,6 +240,14 @@ int canon_raw_string(Buf *o, const uint8_t *s, size_t n) {
 
 /* ------------------------------------------------------------------ numbers */
 
+/* CPython's number routines allocate and may set an exception: they run with the GIL. */
+static inline void gil_take(Canon *c) {
+    if (c->released) PyEval_RestoreThread((PyThreadState *)c->released);
+}
+static inline void gil_drop(Canon *c) {
+    if (c->released) c->released = PyEval_SaveThread();
+}
+
 static inline int is_digit(uint8_t ch) { return ch >= '0' && ch <= '9'; }
 
 /* ECMAScript's Number::toString of a finite, non-zero double: the shortest digits that
@@ -250,8 +258,13 @@ static int put_double(Canon *c, double x) {
         PUTC(o, '-');
         x = -x;
     }
+    gil_take(c);
     char *repr = PyOS_double_to_string(x, 'r', 0, 0, NULL);
-    if (!repr) return J_NOMEM;
+    if (!repr) {
+        PyErr_Clear();
+        gil_drop(c);
+        return J_NOMEM;
+    }
     char digits[32];
     int k = 0, point = -1, exponent = 0;
     const char *q = repr;
@@ -261,6 +274,7 @@ static int put_double(Canon *c, double x) {
     }
     if (*q == 'e') exponent = atoi(q + 1);
     PyMem_Free(repr);
+    gil_drop(c);
     if (point < 0) point = k;
     /* x = 0.DIGITS * 10^n, then without leading and trailing zeros */
     int n = point + exponent, first = 0;
@@ -377,11 +391,12 @@ static int canon_number(Canon *c) {
     memcpy(text, start, n);
     text[n] = 0;
     char *stop = NULL;
+    gil_take(c);
     double x = PyOS_string_to_double(text, &stop, NULL);
-    if (x == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return J_NUMBER;
-    }
+    int raised = x == -1.0 && PyErr_Occurred();
+    if (raised) PyErr_Clear();
+    gil_drop(c);
+    if (raised) return J_NUMBER;
     if (stop != text + n) return J_SYNTAX;
     if (!isfinite(x)) return J_NUMBER;
     if (x == 0) {

@@ -66,6 +66,10 @@ typedef struct {
      * back as an integer (beyond 2^53 perhaps), not as the double, so it is fit to verify
      * but not to store as the event's payload. */
     int wrote_integral_double;
+    /* While a kernel loop runs without the GIL: the thread state it saved (a
+     * PyThreadState *), so that the two CPython number routines, which need the GIL, can
+     * take it back for their call. NULL when the caller holds the GIL. */
+    void *released;
 } Canon;
 
 void canon_init(Canon *c, int max_depth);

@@ -84,6 +84,26 @@ static int normalised_instant(const uint8_t *s, size_t n, int64_t *us) {
     return 1;
 }
 
+/* ``width`` decimal digits of 0 <= v < 10^width, zero-padded. */
+static inline void put_digits(char *out, int v, int width) {
+    for (int i = width - 1; i >= 0; i--, v /= 10) out[i] = (char)('0' + v % 10);
+}
+
+/* The decimal text of v (no sign for v >= 0); its length (at most 20). */
+static int format_int64(int64_t v, char out[24]) {
+    char tmp[24];
+    int n = 0, neg = v < 0;
+    uint64_t u = neg ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    int len = 0;
+    if (neg) out[len++] = '-';
+    while (n) out[len++] = tmp[--n];
+    return len;
+}
+
 /* The normalised text of an instant, quotes included (29 bytes); 0 outside the years
  * 1000-9999, where Parity's Python formatting takes another route. */
 static int format_instant(int64_t us, char out[29]) {
@@ -97,10 +117,23 @@ static int format_instant(int64_t us, char out[29]) {
     civil_from_days(days, &y, &m, &d);
     if (y < 1000 || y > 9999) return 0;
     int64_t s = rest / 1000000, f = rest % 1000000;
-    char text[64];
-    snprintf(text, sizeof text, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"", (int)y, m, d,
-             (int)(s / 3600), (int)(s / 60 % 60), (int)(s % 60), (int)f);
-    memcpy(out, text, 29);
+    /* Written digit by digit: snprintf was a fifth of a row's time. */
+    out[0] = '"';
+    put_digits(out + 1, (int)y, 4);
+    out[5] = '-';
+    put_digits(out + 6, m, 2);
+    out[8] = '-';
+    put_digits(out + 9, d, 2);
+    out[11] = 'T';
+    put_digits(out + 12, (int)(s / 3600), 2);
+    out[14] = ':';
+    put_digits(out + 15, (int)(s / 60 % 60), 2);
+    out[17] = ':';
+    put_digits(out + 18, (int)(s % 60), 2);
+    out[20] = '.';
+    put_digits(out + 21, (int)f, 6);
+    out[27] = 'Z';
+    out[28] = '"';
     return 1;
 }
 
@@ -126,7 +159,7 @@ static int digest_matches(Buf *covered, Span emitted, Span type, Span payload, i
                           Span stream, const uint8_t *hex64) {
     static const char hex[] = "0123456789abcdef";
     char number[24];
-    int nlen = snprintf(number, sizeof number, "%lld", (long long)seq);
+    int nlen = format_int64(seq, number);
     covered->len = 0;
     if (buf_put(covered, "{\"emitted_at\":", 14) || buf_put(covered, emitted.p, emitted.n) ||
         buf_put(covered, ",\"event_type\":", 14) || buf_put(covered, type.p, type.n) ||
@@ -309,12 +342,12 @@ static Span span_of(const Canon *c, const LineEvent *ev, int f) {
 /* ------------------------------------------------------------------ scan_log */
 
 typedef struct {
-    Buf flags, emitted, index, seq, logged, has_logged, declared, valid, checksum;
+    Buf flags, emitted, starts, index, seq, logged, has_logged, declared, valid, checksum;
     Buf offsets[3], data[3]; /* stream, event_type, payload */
 } Columns;
 
 static void columns_free(Columns *k) {
-    Buf *all[] = {&k->flags, &k->emitted, &k->index, &k->seq, &k->logged, &k->has_logged,
+    Buf *all[] = {&k->flags, &k->emitted, &k->starts, &k->index, &k->seq, &k->logged, &k->has_logged,
                   &k->declared, &k->valid, &k->checksum, &k->offsets[0], &k->offsets[1],
                   &k->offsets[2], &k->data[0], &k->data[1], &k->data[2]};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) buf_free(all[i]);
@@ -359,6 +392,7 @@ static PyObject *as_bytes(const Buf *b) {
  *   flags       one byte a line: VALID / INVALID (an in-window row), OUTSIDE (an event
  *               outside [start_us, end_us)), UNDECIDED (Python reads the line)
  *   emitted     int64 a line: emitted_at in microseconds (0 when undecided)
+ *   starts      int64 a line: where it starts in data; then one more, len(data)
  *   and, per in-window row, in line order: line index (int64), seq (int64), logged_at
  *   (int64) and whether present (uint8), declared category (uint8: 0 none, 1 + index in
  *   CATEGORIES), checksum valid (uint8), checksum (64 bytes each), and stream,
@@ -380,9 +414,11 @@ static PyObject *py_scan_log(PyObject *self, PyObject *args) {
     int failed = 0;
     for (int i = 0; i < 3 && !failed; i++) failed = put_offset(&k.offsets[i], &k.data[i]);
     int64_t index = 0;
+    c.released = PyEval_SaveThread(); /* the loop touches no Python object */
     while (d < stop && !failed) {
         const uint8_t *newline = memchr(d, '\n', (size_t)(stop - d));
         const uint8_t *line_end = newline ? newline : stop;
+        int64_t line_start = (int64_t)(d - (const uint8_t *)view.buf);
         size_t n = (size_t)(line_end - d);
         LineEvent ev;
         uint8_t flag = R_UNDECIDED;
@@ -398,10 +434,15 @@ static PyObject *py_scan_log(PyObject *self, PyObject *args) {
                 flag = m ? R_VALID : R_INVALID;
             }
         }
-        if (buf_putc(&k.flags, flag) || put_i64(&k.emitted, emitted)) failed = 1;
+        if (buf_putc(&k.flags, flag) || put_i64(&k.emitted, emitted) ||
+            put_i64(&k.starts, line_start))
+            failed = 1;
         index++;
         d = newline ? newline + 1 : stop;
     }
+    PyEval_RestoreThread((PyThreadState *)c.released);
+    c.released = NULL;
+    if (!failed && put_i64(&k.starts, (int64_t)view.len)) failed = 1;
     PyBuffer_Release(&view);
     canon_free(&c);
     buf_free(&covered);
@@ -409,7 +450,8 @@ static PyObject *py_scan_log(PyObject *self, PyObject *args) {
     if (failed) PyErr_NoMemory();
     else
         result = Py_BuildValue(
-            "(NNNNNNNNN(NN)(NN)(NN))", as_bytes(&k.flags), as_bytes(&k.emitted), as_bytes(&k.index),
+            "(NNNNNNNNNN(NN)(NN)(NN))", as_bytes(&k.flags), as_bytes(&k.emitted),
+            as_bytes(&k.starts), as_bytes(&k.index),
             as_bytes(&k.seq), as_bytes(&k.logged), as_bytes(&k.has_logged), as_bytes(&k.declared),
             as_bytes(&k.valid), as_bytes(&k.checksum), as_bytes(&k.offsets[0]), as_bytes(&k.data[0]),
             as_bytes(&k.offsets[1]), as_bytes(&k.data[1]), as_bytes(&k.offsets[2]),
@@ -474,6 +516,7 @@ static PyObject *py_verify_columns(PyObject *self, PyObject *args) {
         Canon c;
         canon_init(&c, max_depth);
         Buf names = {0}, covered = {0};
+        c.released = PyEval_SaveThread(); /* the loop touches no Python object */
         for (Py_ssize_t i = 0; i < n; i++) {
             Span sum = cell(&cols[COL_CHECKSUM], i), payload = cell(&cols[COL_PAYLOAD], i);
             char instant[29];
@@ -492,6 +535,8 @@ static PyObject *py_verify_columns(PyObject *self, PyObject *args) {
             int m = digest_matches(&covered, e, t, p, seq[i], s, sum.p);
             if (m >= 0) flags[i] = (uint8_t)m;
         }
+        PyEval_RestoreThread((PyThreadState *)c.released);
+        c.released = NULL;
         canon_free(&c);
         buf_free(&names);
         buf_free(&covered);
@@ -506,6 +551,22 @@ static PyObject *py_verify_columns(PyObject *self, PyObject *args) {
 }
 
 /* ------------------------------------------------------------------ small entry points */
+
+/* The number of \n bytes in a buffer (memchr: several times bytes.count's speed). */
+static PyObject *py_count_newlines(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    const uint8_t *p = view.buf, *end = p + view.len;
+    Py_ssize_t count = 0;
+    while (p < end) {
+        const uint8_t *newline = memchr(p, '\n', (size_t)(end - p));
+        if (!newline) break;
+        count++;
+        p = newline + 1;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(count);
+}
 
 static PyObject *py_canonicalize(PyObject *self, PyObject *args) {
     Py_buffer view;
@@ -570,6 +631,7 @@ static PyObject *py_set_sha256_route(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"scan_log", py_scan_log, METH_VARARGS, "flags and Arrow buffers of a block of log lines"},
     {"verify_columns", py_verify_columns, METH_VARARGS, "flags of a snapshot's rows"},
+    {"count_newlines", py_count_newlines, METH_O, "the number of newline bytes in a buffer"},
     {"canonicalize", py_canonicalize, METH_VARARGS, "RFC 8785 text of a JSON text"},
     {"sha256_hex", py_sha256_hex, METH_O, "sha256 hex digest by the selected route"},
     {"sha256_routes", py_sha256_routes, METH_NOARGS, "SHA-256 routes available here"},

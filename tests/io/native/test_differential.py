@@ -181,6 +181,64 @@ def test_blank_long_and_unterminated_lines() -> None:
     assert list(scan.line_index) == [2, 4, 5]
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_line_starts_cut_the_block_as_split_does(seed: int) -> None:
+    gen, rng = JsonGen(300 + seed), random.Random(seed)
+    lines = [
+        gen.line(i) if rng.random() < 0.8 else rng.randbytes(rng.randrange(40)).replace(b"\n", b"")
+        for i in range(500)
+    ]
+    for block in (b"\n".join(lines), b"\n".join(lines) + b"\n"):
+        scan = native.scan_log(block, 0, 2**62, 1 << 20)
+        expected = block.split(b"\n")
+        if block.endswith(b"\n"):
+            expected.pop()
+        assert len(scan.line_starts) == len(expected) + 1 == len(scan.flags) + 1
+        assert scan.line_starts[-1] == len(block)
+        assert [
+            native.line_of(block, scan.line_starts, i) for i in range(len(expected))
+        ] == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 64, 4096, 1 << 20])
+def test_newlines_are_counted_as_bytes_count_does(size: int) -> None:
+    rng = random.Random(size)
+    data = bytes(rng.choice(b"ab\n\r") for _ in range(size))
+    assert native.count_newlines(data) == data.count(b"\n")
+    assert native.count_newlines(memoryview(data)[1:]) == data[1:].count(b"\n")
+
+
+def test_threads_verify_at_once_as_one_does() -> None:
+    """The kernel's loops run without the GIL and take it back only for CPython's number
+    routines (long or unusual floats): threads doing that at the same time get what one
+    thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = _snapshot_rows(7, 4000)
+    gen = JsonGen(77)
+    start, end = (_us(t) for t in WINDOW)
+    # Floats with 17 significant digits or an exponent take CPython's routines.
+    floats = [
+        orjson.dumps(make_event("m", i + 1, "metrics.verbose", WINDOW[0], {"x": x}).to_json_dict())
+        for i, x in enumerate([0.30000000000000004, 1e300, 5e-324, 123456.78901234567] * 50)
+    ]
+    block = b"\n".join([*(gen.line(i) for i in range(4000)), *floats])
+    columns = (
+        *(table.column(c).combine_chunks() for c in ("stream", "seq", "event_type")),
+        table.column("emitted_at").combine_chunks().cast(pa.int64()),
+        *(table.column(c).combine_chunks() for c in ("payload", "checksum")),
+    )
+    rows_alone = native.verify_columns(*columns)
+    lines_alone = native.scan_log(block, start, end, 1 << 20)
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(lambda _: native.verify_columns(*columns), range(8)))
+        scans = list(pool.map(lambda _: native.scan_log(block, start, end, 1 << 20), range(8)))
+    assert all(np.array_equal(r, rows_alone) for r in rows)
+    assert all(np.array_equal(s.flags, lines_alone.flags) for s in scans)
+    assert all(s.payload.equals(lines_alone.payload) for s in scans)
+    assert list(lines_alone.flags[-len(floats) :]) == [native.VALID] * len(floats)
+
+
 def _snapshot_rows(seed: int, n: int) -> pa.Table:
     gen, rng = JsonGen(seed), random.Random(seed)
     rows: dict[str, list] = {
