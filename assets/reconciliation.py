@@ -350,7 +350,7 @@ def _reconciliation_metadata(
     doc: dict, path: str, judged: verdict.Verdict, invalid: dict[str, list[list]]
 ) -> dict:
     lat = doc["latency_ms"]
-    png = report.latency_histogram_png(
+    png = ge_process.latency_histogram_png(
         doc.get("latency_histogram") or {},
         title=f"latency of matched events, {doc['partition']} UTC",
     )

@@ -109,6 +109,14 @@ def _ms_label(value: float) -> str:
     return f"{value / 1000:g}s" if value >= 1000 else f"{value:g}"
 
 
+def warm_charts() -> None:
+    """Import what :func:`latency_histogram_png` draws with (matplotlib, most of a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.figure  # noqa: F401
+
+
 def latency_histogram_png(histogram: dict[str, Any], *, title: str) -> bytes:
     """The latency histogram as a PNG bar chart: one equal-width bar per bin (the bins grow
     roughly tenfold, so a linear axis would squeeze everything into its first pixels),

@@ -1,5 +1,6 @@
-"""Great Expectations in a helper process gives the outcome validating here gives, and a
-helper that is gone is only a slower path, never a failed check."""
+"""Great Expectations in a helper process gives the outcome validating here gives, the
+latency chart drawn there is the one drawn here, and a helper that is gone is only a slower
+path, never a failed check."""
 
 from __future__ import annotations
 
@@ -31,15 +32,19 @@ def helper():
     started.stop()
 
 
+def _validate(helper: ge_process._Helper, suite: str, expectations: list) -> adapter.Outcome:
+    return helper.ask(("validate", suite, FRAME, expectations), adapter.Outcome)
+
+
 def test_the_helper_validates_as_this_process_does(helper: ge_process._Helper) -> None:
-    there = helper.validate("suite.gaps", FRAME, EXPECTATIONS)
+    there = _validate(helper, "suite.gaps", EXPECTATIONS)
     here = adapter.validate("suite.gaps", FRAME, EXPECTATIONS)
     assert there is not None
     assert not there.success
     assert _essentials(there) == _essentials(here)
     assert there.failed[0]["result"]["partial_unexpected_list"] == [3]
     # It keeps serving: a second request on the same context.
-    again = helper.validate("suite.rows", FRAME, EXPECTATIONS[1:])
+    again = _validate(helper, "suite.rows", EXPECTATIONS[1:])
     assert again is not None and again.success
 
 
@@ -63,3 +68,46 @@ def test_a_failing_validation_is_raised_here(
     with pytest.raises(Exception, match="min_value and max_value cannot both be None"):
         ge_process.validate("suite.wrong", FRAME, wrong)
     assert helper.process.poll() is not None  # the helper gave no answer and was stopped
+
+
+HISTOGRAM = {"edges_ms": [0, 10, 100, 1000], "counts": [5, 40, 2], "below": 1, "above": 0}
+
+
+def test_the_helper_draws_the_chart_this_process_would(
+    helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from parity.core import report
+
+    monkeypatch.setattr(ge_process, "_helper", helper)
+    there = ge_process.latency_histogram_png(HISTOGRAM, title="latency, 10:00 UTC")
+    assert ge_process._helper is helper  # answered, not given up on
+    assert there == report.latency_histogram_png(HISTOGRAM, title="latency, 10:00 UTC")
+    assert there.startswith(b"\x89PNG")
+    # A process that asks the helper never imports matplotlib itself.
+    code = (
+        "import sys\n"
+        "from checks import ge_process\n"
+        "ge_process.start()\n"
+        f"png = ge_process.latency_histogram_png({HISTOGRAM!r}, title='t')\n"
+        "assert png.startswith(b'\\x89PNG')\n"
+        "assert ge_process._helper is not None\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_dead_helper_draws_the_chart_here(
+    helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from parity.core import report
+
+    helper.process.kill()
+    helper.process.wait()
+    monkeypatch.setattr(ge_process, "_helper", helper)
+    png = ge_process.latency_histogram_png(HISTOGRAM, title="t")
+    assert png == report.latency_histogram_png(HISTOGRAM, title="t")
+    assert ge_process._helper is None
