@@ -111,3 +111,12 @@ def test_a_dead_helper_draws_the_chart_here(
     png = ge_process.latency_histogram_png(HISTOGRAM, title="t")
     assert png == report.latency_histogram_png(HISTOGRAM, title="t")
     assert ge_process._helper is None
+
+
+def test_the_helper_yields_the_cores_to_its_parent(helper: ge_process._Helper) -> None:
+    import os
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _validate(helper, "suite.rows", EXPECTATIONS[1:]) is not None  # it is running
+    theirs = os.getpriority(os.PRIO_PROCESS, helper.process.pid)
+    assert theirs == min(ours + ge_process.NICENESS, 19)
