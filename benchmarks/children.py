@@ -24,15 +24,19 @@ _T0 = time.perf_counter()
 
 
 class Phases:
-    """Wall seconds of consecutive named phases."""
+    """Wall seconds of consecutive named phases, and this process's peak RSS during each
+    (MB; the peak is reset before each phase where Linux allows it)."""
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, int] = {}
 
     def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        reset_peak()
         began = time.perf_counter()
         out = fn()
         self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - began, 3)
+        self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), status_kb("VmHWM") // 1024)
         return out
 
 
@@ -183,6 +187,7 @@ def parity_plain(root: Path, meta: dict, home: Path) -> dict:
     out = {
         "in_process_s": round(total, 3),
         "phases_s": p.times,
+        "phases_peak_rss_mb": p.peak_rss_mb,
         "checks_failed": sorted(r.check_name for r in results if not r.passed),
         "checks_evaluated": len(results),
         "report": _counts(doc),
@@ -471,6 +476,7 @@ def peer(root: Path, meta: dict, home: Path) -> dict:
     return {
         "in_process_s": round(total, 3),
         "phases_s": p.times,
+        "phases_peak_rss_mb": p.peak_rss_mb,
         "without_checksums_s": round(total - p.times["checksums_rfc8785"], 3),
         "report": summary,
     }

@@ -41,8 +41,10 @@ from parity.io.files import atomic_target
 #: Buckets rows are spilled into. Parts are groups of consecutive buckets, so this bounds
 #: how finely an hour can be split: at 10M events a bucket holds about 40,000 rows.
 BUCKETS = 256
-#: Rows per part, about: a part is read whole by the reconciliation and the checks.
-DEFAULT_PART_ROWS = 250_000
+#: Rows per part, about: a part is read whole by the reconciliation and the checks, and
+#: finishing holds a part and its sorted copy. Measured at 1M events: 125,000 rather than
+#: 250,000 lowers the peak RSS by about 60 MB at the same speed.
+DEFAULT_PART_ROWS = 125_000
 #: Rows gathered before a spill: fewer, larger IPC batches per bucket.
 SPILL_ROWS = 65_536
 #: Columns whose values are nearly all different: Parquet's dictionary encoding (tried,
@@ -229,7 +231,7 @@ class SnapshotWriter:
                 for name in spill.files.get(bucket, []):
                     with pa.memory_map(name) as source:
                         tables.append(pa.ipc.open_stream(source).read_all())
-        return pa.concat_tables(tables).combine_chunks() if tables else self.schema.empty_table()
+        return pa.concat_tables(tables) if tables else self.schema.empty_table()
 
     def abort(self) -> None:
         """Remove every spill file (this writer's and adopted ones)."""
