@@ -14,6 +14,7 @@ composes the library with the Dagster layer.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
@@ -48,7 +49,35 @@ from parity.core.redact import redact
 from parity.io.reports import load_report
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands in other modules are imported when they are used (or listed
+    by ``--help``), not at start: the demo's and the flags' modules cost a few tenths of
+    a second that ``parity reconcile`` does not need."""
+
+    #: command name -> "module:attribute"
+    lazy = {
+        "flags": "parity.app.cli_flags:flags_group",
+        "rollback": "parity.app.cli_flags:cmd_rollback",
+        "rollout": "parity.app.cli_flags:cmd_rollout",
+        "record": "parity.app.cli_record:record",
+        "backfill": "parity.app.cli_backfill:backfill",
+        "demo": "parity.app.cli_demo:demo",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command) and command.name == cmd_name, target
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Reconcile the WebSocket event log against Supabase, hour by hour.
 
@@ -192,20 +221,6 @@ def _load_report(settings: Settings, partition: str) -> dict[str, Any]:
             raise
     note(f"no report under {settings.home}; showing the demo's, from {demo.reports_dir}")
     return load_report(demo, partition)
-
-
-def _register() -> None:
-    """Commands owned by other modules."""
-    from parity.app.cli_backfill import backfill
-    from parity.app.cli_demo import demo
-    from parity.app.cli_flags import cmd_rollback, cmd_rollout, flags_group
-    from parity.app.cli_record import record
-
-    for command in (flags_group, cmd_rollback, cmd_rollout, record, backfill, demo):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -236,3 +237,23 @@ def test_a_failure_outside_any_run_is_never_exit_1(
     assert main(["report", PARTITION]) == 4
     err = capsys.readouterr().err
     assert "unexpected error (a bug in Parity): KeyError('partition')" in err
+
+
+def test_commands_of_other_modules_load_when_used() -> None:
+    """``parity reconcile`` does not import the demo's or the flags' modules; ``--help``
+    still lists every command, and each loads under its own name."""
+    from parity.app.cli import _LazyGroup
+
+    code = (
+        "import sys, parity.app.cli\n"
+        "print(sorted(m for m in sys.modules if m.startswith('parity.app.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "parity.app.cli_demo" not in out.stdout and "parity.app.cli_flags" not in out.stdout
+    ctx = click.Context(cli)
+    assert set(_LazyGroup.lazy) <= set(cli.list_commands(ctx))
+    for name in _LazyGroup.lazy:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert all(f"  {name} " in listed for name in _LazyGroup.lazy), listed
