@@ -24,26 +24,34 @@ def verify_checksums(table: pa.Table) -> pa.BooleanArray:
     """Checksum validity of every row of a snapshot table (see
     :func:`verify_checksums_python` for the columns and the verdicts)."""
     n = table.num_rows
-    if native.kernel is None or n == 0:
-        return verify_checksums_python(table)
-    columns = {name: table.column(name).combine_chunks() for name in _COLUMNS}
     texts = ("stream", "event_type", "payload", "checksum")
-    if not all(native.is_text(columns[name].type) for name in texts):
+    if (
+        native.kernel is None
+        or n == 0
+        or not all(native.is_text(table.schema.field(name).type) for name in texts)
+    ):
         return verify_checksums_python(table)
-    flags = native.verify_columns(
-        columns["stream"],
-        columns["seq"].cast(pa.int64()),
-        columns["event_type"],
-        columns["emitted_at"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()),
-        columns["payload"],
-        columns["checksum"],
-    )
+    # Batch by batch: the kernel reads each batch's buffers where they are (combining the
+    # chunks first would copy every payload).
+    flags = np.concatenate([_kernel_flags(b) for b in table.select(_COLUMNS).to_batches()])
     valid = flags == native.VALID
     undecided = np.flatnonzero(flags == native.UNDECIDED)
     if undecided.size:
         rest = verify_checksums_python(table.take(pa.array(undecided)))
         valid[undecided] = rest.to_numpy(zero_copy_only=False)
     return pa.array(valid, pa.bool_())
+
+
+def _kernel_flags(batch: pa.RecordBatch) -> np.ndarray:
+    column = batch.column
+    return native.verify_columns(
+        column("stream"),
+        column("seq").cast(pa.int64()),
+        column("event_type"),
+        column("emitted_at").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()),
+        column("payload"),
+        column("checksum"),
+    )
 
 
 def verify_checksums_python(table: pa.Table) -> pa.BooleanArray:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -50,6 +51,26 @@ class Server:
     async def _handle(self, connection: ServerConnection) -> None:
         await self.connections.put(connection)
         await connection.wait_closed()
+
+
+def interruptible() -> None:
+    """In a child before exec: SIGINT back to its default (see its callers)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+async def connection_from(server: Server, proc: asyncio.subprocess.Process, timeout: float) -> Any:
+    """The first connection to ``server``; when none comes, the child's stderr in the
+    failure (a child that failed at start-up says why)."""
+    try:
+        return await asyncio.wait_for(server.connections.get(), timeout)
+    except TimeoutError:
+        if proc.returncode is None:
+            proc.kill()
+        _, err = await proc.communicate()
+        raise AssertionError(
+            f"the child did not connect within {timeout} s (exit {proc.returncode}): "
+            + err.decode(errors="replace")[-3000:]
+        ) from None
 
 
 @asynccontextmanager
@@ -271,10 +292,13 @@ def test_record_command_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=tmp_path,
+                # Ctrl-C reaches it even when this suite runs as a background job (which
+                # starts with SIGINT ignored, and children inherit that).
+                preexec_fn=interruptible,
                 env={**os.environ, "PYTHONWARNINGS": "error"},
             )
             try:
-                conn = await asyncio.wait_for(server.connections.get(), 20)
+                conn = await connection_from(server, proc, 20)
                 await conn.send(event_text(1))
                 await asyncio.sleep(0.2)
                 proc.send_signal(signal.SIGINT)  # Ctrl-C while recording

@@ -25,7 +25,16 @@ import pytest
 
 from parity.io import recorder as recorder_module
 from parity.io.recorder import AppendFile, Recorder
-from tests.io.test_recorder import FakeClock, event_text, lines_of, recorder, until, ws_server
+from tests.io.test_recorder import (
+    FakeClock,
+    connection_from,
+    event_text,
+    interruptible,
+    lines_of,
+    recorder,
+    until,
+    ws_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -309,9 +318,12 @@ def test_the_record_command_exits_3_when_it_stops_with_lines_unsaved(tmp_path: P
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=tmp_path,
+                # Ctrl-C reaches it even when this suite runs as a background job (which
+                # starts with SIGINT ignored, and children inherit that).
+                preexec_fn=interruptible,
             )
             try:
-                conn = await asyncio.wait_for(server.connections.get(), 30)
+                conn = await connection_from(server, proc, 30)
                 for seq in range(1, 41):
                     await conn.send(event_text(seq))
                 await until(lambda: size() >= limit, timeout=30)
