@@ -255,6 +255,39 @@ def _cpu_s() -> float:
 
 #: The Supabase side's per-row cost is measured on at most this many rows of the hour.
 VERIFY_SAMPLE_ROWS = 1_000_000
+#: Lines of the hour's log the machine's speed is measured on (:func:`machine_floors`).
+FLOOR_LINES = 200_000
+
+
+def machine_floors(log: Path) -> dict[str, float]:
+    """Two single-core floors per line of the log, in CPU microseconds: ``hashlib.sha256``
+    of the line with its hex digest, and ``orjson.loads`` of it. They say how fast this
+    machine is today: the targets' figures were set on a day when the same floors measured
+    0.39 and 0.95 us on this kind of line (the kernel prototype's measurements)."""
+    import hashlib
+
+    import orjson
+
+    with open(log, "rb") as fh:
+        lines = [fh.readline() for _ in range(FLOOR_LINES)]
+    lines = [line for line in lines if line]
+
+    def loads(line: bytes) -> None:
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for name, fn in (("sha256", lambda line: hashlib.sha256(line).hexdigest()),
+                         ("orjson_loads", loads)):  # fmt: skip
+            began = _cpu_s()
+            for line in lines:
+                fn(line)
+            us = (_cpu_s() - began) / len(lines) * 1e6
+            best[name] = round(min(best.get(name, us), us), 3)
+    return best
 
 
 def verify_cost(root: Path, meta: dict, home: Path) -> dict:
@@ -315,6 +348,7 @@ def verify_cost(root: Path, meta: dict, home: Path) -> dict:
         "supabase_us_per_event": round(sb_cpu / rows * 1e6, 3) if rows else None,
         "supabase_verdicts": {"rows": rows, "valid": valid},
         "supabase_sampled": sampled,
+        "machine_floors_us": machine_floors(next((root / "ws-log").rglob("*.jsonl"))),
     }
 
 
