@@ -29,11 +29,9 @@ MAX_LINE_BYTES = 1 << 20
 #: How much of an overlong line the quarantine keeps.
 RAW_KEEP_BYTES = 64 << 10
 #: Bytes read at a time; a block is this plus the unfinished line before it, at most.
-BLOCK_BYTES = 1 << 20
-#: The same when the native kernel reads the blocks: each costs a fixed amount of Python
-#: around the kernel's scan, and 4 MiB rather than 1 MiB saved about 0.2 us of CPU per line
-#: (1M-line hour). Python's reading splits a block into line objects, so it keeps 1 MiB.
-KERNEL_BLOCK_BYTES = 1 << 22
+#: Each block costs a fixed amount of Python around the kernel's scan: 4 MiB rather than
+#: 1 MiB saved about 0.2 us of CPU per line (1M-line hour).
+BLOCK_BYTES = 1 << 22
 _SCAN_BYTES = 256 << 10
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -110,7 +108,7 @@ class StreamStopped(Exception):
 
 
 def read_blocks(
-    fh: BinaryIO, *, first_line: int = 0, at_start: bool = True, block_bytes: int = BLOCK_BYTES
+    fh: BinaryIO, *, first_line: int = 0, at_start: bool = True
 ) -> Iterator[Lines | LongLine]:  # noqa: E501
     """The lines of ``fh`` as :class:`Lines` blocks and :class:`LongLine` reports, in file
     order; ``first_line`` lines precede ``fh`` (a range of a file), ``at_start`` says
@@ -122,7 +120,7 @@ def read_blocks(
     bom = at_start
     while True:
         try:
-            data = read(block_bytes)
+            data = read(BLOCK_BYTES)
         except EOFError:
             inside = " inside an overlong line" if long is not None else ""
             raise StreamStopped(

@@ -27,8 +27,6 @@ from parity.core.events import CATEGORIES
 from parity.core.schema import QUARANTINE_SCHEMA, UTC_US, WS_SNAPSHOT_SCHEMA
 from parity.io import native, parallel
 from parity.io.logblocks import (
-    BLOCK_BYTES,
-    KERNEL_BLOCK_BYTES,
     STRAY_EVENT,
     HourFile,
     Lines,
@@ -166,10 +164,7 @@ class WindowReader(LineReader):
         """Read the blocks of ``fh``; returns the number of lines read."""
         last = first_line
         try:
-            size = KERNEL_BLOCK_BYTES if native.kernel is not None else BLOCK_BYTES
-            start = first_line == 0
-            blocks = read_blocks(fh, first_line=first_line, at_start=start, block_bytes=size)
-            for block in blocks:
+            for block in read_blocks(fh, first_line=first_line, at_start=first_line == 0):
                 if isinstance(block, LongLine):
                     last = block.lineno
                     if own:
