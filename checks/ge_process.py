@@ -47,6 +47,8 @@ TIMEOUT_S = 300.0
 
 #: The helper's scheduling priority below its parent's (``nice``).
 NICENESS = 10
+#: What a request asks of the helper (its first item).
+_VALIDATE, _CHART = "validate", "chart"
 
 _lock = threading.Lock()
 _helper: _Helper | None = None
@@ -151,9 +153,6 @@ def _ask(request: tuple, answer: type) -> Any:
             if reply is None:
                 _helper = None
     return reply
-
-
-_VALIDATE, _CHART = "validate", "chart"
 
 
 def _answer(request: tuple) -> Any:

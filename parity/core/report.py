@@ -122,9 +122,7 @@ def latency_histogram_png(histogram: dict[str, Any], *, title: str) -> bytes:
     roughly tenfold, so a linear axis would squeeze everything into its first pixels),
     from the first bin holding events to the last, plus bars for the values below the
     first edge (clock skew) and above the last."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
+    warm_charts()
     from matplotlib.figure import Figure
 
     edges = list(histogram.get("edges_ms") or [])

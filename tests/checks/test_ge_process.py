@@ -32,8 +32,17 @@ def helper():
     started.stop()
 
 
+@pytest.fixture
+def dead_helper(helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch) -> ge_process._Helper:
+    """A helper that died after it started, installed as the process's helper."""
+    helper.process.kill()
+    helper.process.wait()
+    monkeypatch.setattr(ge_process, "_helper", helper)
+    return helper
+
+
 def _validate(helper: ge_process._Helper, suite: str, expectations: list) -> adapter.Outcome:
-    return helper.ask(("validate", suite, FRAME, expectations), adapter.Outcome)
+    return helper.ask((ge_process._VALIDATE, suite, FRAME, expectations), adapter.Outcome)
 
 
 def test_the_helper_validates_as_this_process_does(helper: ge_process._Helper) -> None:
@@ -48,12 +57,7 @@ def test_the_helper_validates_as_this_process_does(helper: ge_process._Helper) -
     assert again is not None and again.success
 
 
-def test_a_dead_helper_falls_back_to_this_process(
-    helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    helper.process.kill()
-    helper.process.wait()
-    monkeypatch.setattr(ge_process, "_helper", helper)
+def test_a_dead_helper_falls_back_to_this_process(dead_helper: ge_process._Helper) -> None:
     outcome = ge_process.validate("suite.gaps", FRAME, EXPECTATIONS)
     assert not outcome.success
     assert [f["type"] for f in outcome.failed] == ["expect_column_values_to_be_between"]
@@ -100,14 +104,9 @@ def test_the_helper_draws_the_chart_this_process_would(
     assert out.stdout.strip() == "False"
 
 
-def test_a_dead_helper_draws_the_chart_here(
-    helper: ge_process._Helper, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_dead_helper_draws_the_chart_here(dead_helper: ge_process._Helper) -> None:
     from parity.core import report
 
-    helper.process.kill()
-    helper.process.wait()
-    monkeypatch.setattr(ge_process, "_helper", helper)
     png = ge_process.latency_histogram_png(HISTOGRAM, title="t")
     assert png == report.latency_histogram_png(HISTOGRAM, title="t")
     assert ge_process._helper is None

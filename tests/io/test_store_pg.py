@@ -34,7 +34,7 @@ from parity.core.events import Event, make_event
 from parity.core.schema import STORE_SCHEMA, UTC_US
 from parity.io.migrate import derived_name, migrate, migration_sql
 from parity.io.pg_connect import scrub
-from parity.io.store_pg import PostgresStore, unique_key_exists
+from parity.io.store_pg import SORT_KEYS, PostgresStore, unique_key_exists
 
 pytestmark = pytest.mark.integration
 
@@ -759,7 +759,7 @@ def test_derived_batches_read_ahead_only_with_the_kernel(
     assert inside == [1 if kernel else outside]
     assert not any(t.name == "parity-prefetch" for t in threading.enumerate())
     expected = with_derived_columns(store.snapshot(*window), classifier)
-    got = pa.concat_tables(batches).sort_by(store_pg_sort_keys())
+    got = pa.concat_tables(batches).sort_by(SORT_KEYS)
     assert got.equals(expected)
     assert got.column("checksum_valid").combine_chunks().true_count == 60
     with psycopg.connect(pg_url) as conn:
@@ -768,9 +768,3 @@ def test_derived_batches_read_ahead_only_with_the_kernel(
             " WHERE query LIKE 'COPY%' AND state <> 'idle' AND pid <> pg_backend_pid()"
         ).fetchone()  # type: ignore[misc]
     assert open_copies == 0
-
-
-def store_pg_sort_keys() -> list[tuple[str, str]]:
-    from parity.io.store_pg import SORT_KEYS
-
-    return SORT_KEYS

@@ -347,8 +347,8 @@ typedef struct {
 } Columns;
 
 static void columns_free(Columns *k) {
-    Buf *all[] = {&k->flags, &k->emitted, &k->starts, &k->index, &k->seq, &k->logged, &k->has_logged,
-                  &k->declared, &k->valid, &k->checksum, &k->offsets[0], &k->offsets[1],
+    Buf *all[] = {&k->flags, &k->emitted, &k->starts, &k->index, &k->seq, &k->logged,
+                  &k->has_logged, &k->declared, &k->valid, &k->checksum, &k->offsets[0], &k->offsets[1],
                   &k->offsets[2], &k->data[0], &k->data[1], &k->data[2]};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) buf_free(all[i]);
 }
