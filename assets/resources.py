@@ -58,7 +58,8 @@ class ParityResource(dg.ConfigurableResource):
     runtime: dict[str, str] = pydantic.Field(
         default_factory=dict,
         description="How steps compute, by environment variable (see the README): "
-        "PARITY_WORKERS and PARITY_NO_NATIVE. The results are the same either way.",
+        "PARITY_WORKERS, PARITY_NO_NATIVE and ARROW_DEFAULT_MEMORY_POOL. The results are the "
+        "same either way.",
     )
     log_grace_hours: int = 1
     connect_timeout_s: float = 10.0

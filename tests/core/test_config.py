@@ -72,14 +72,21 @@ def test_partition_start_parsing():
         parse_partition_start("yesterday")
 
 
-def test_the_runtime_comes_from_its_two_variables() -> None:
+def test_the_runtime_comes_from_its_three_variables() -> None:
     from parity.core.config import Runtime
 
-    assert Runtime.from_env({}) == Runtime(workers=None, native=True)
-    runtime = Settings.from_env({"PARITY_WORKERS": "2", "PARITY_NO_NATIVE": "1"}).runtime
-    assert runtime == Runtime(workers=2, native=False)
+    assert Runtime.from_env({}) == Runtime(workers=None, native=True, memory_pool="jemalloc")
+    runtime = Settings.from_env(
+        {"PARITY_WORKERS": "2", "PARITY_NO_NATIVE": "1", "ARROW_DEFAULT_MEMORY_POOL": "System"}
+    ).runtime
+    assert runtime == Runtime(workers=2, native=False, memory_pool="system")
     assert Runtime.from_env(runtime.to_env()) == runtime
     assert Runtime.from_env({"PARITY_NO_NATIVE": "0"}).native
-    for bad in ({"PARITY_WORKERS": "0"}, {"PARITY_WORKERS": "many"}, {"PARITY_NO_NATIVE": "x"}):
+    for bad in (
+        {"PARITY_WORKERS": "0"},
+        {"PARITY_WORKERS": "many"},
+        {"PARITY_NO_NATIVE": "x"},
+        {"ARROW_DEFAULT_MEMORY_POOL": "tcmalloc"},
+    ):
         with pytest.raises(ConfigurationError, match=next(iter(bad))):
             Runtime.from_env(bad)

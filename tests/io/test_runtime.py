@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import pyarrow as pa
 import pytest
 
 from parity.core.config import Runtime
 from parity.io import native, parallel
-from parity.io.runtime import apply_runtime
+from parity.io.runtime import apply_runtime, use_memory_pool
 
 
 @pytest.fixture
@@ -27,6 +28,15 @@ def test_the_session_runs_as_its_environment_says() -> None:
     else:
         assert native.kernel is None
     assert parallel._limit == runtime.workers
+    assert pa.default_memory_pool().backend_name == _available(runtime.memory_pool)
+
+
+def _available(pool: str) -> str:
+    """``pool``, or Arrow's default where this pyarrow build lacks it."""
+    try:
+        return getattr(pa, f"{pool}_memory_pool")().backend_name
+    except NotImplementedError:
+        return pa.default_memory_pool().backend_name
 
 
 def test_the_runtime_switches_the_kernel_and_the_workers(restored: None) -> None:
@@ -41,3 +51,27 @@ def test_forked_workers_inherit_the_runtime(restored: None) -> None:
     apply_runtime(Runtime(workers=3, native=False))
     seen = parallel.run_shares(lambda share: (native.kernel is None, parallel._limit), 3)
     assert seen == [(True, 3)] * 3
+
+
+def test_arrow_allocates_from_the_runtime_s_pool(restored: None) -> None:
+    apply_runtime(Runtime(memory_pool="system"))
+    assert pa.default_memory_pool().backend_name == "system"
+    table = pa.table({"x": pa.array(range(100_000))})
+    assert table.column("x").chunk(0).buffers()[1] is not None
+    assert pa.system_memory_pool().bytes_allocated() >= 800_000  # the column lives there
+    apply_runtime(Runtime())  # Parity's default: jemalloc where the build has it
+    assert pa.default_memory_pool().backend_name == _available("jemalloc")
+
+
+def test_a_pool_this_build_lacks_leaves_arrow_s_default(
+    restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lacking() -> pa.MemoryPool:
+        raise NotImplementedError("this pyarrow was built without jemalloc")
+
+    from parity.io import runtime
+
+    use_memory_pool("system")
+    monkeypatch.setitem(runtime._POOLS, "jemalloc", lacking)
+    assert use_memory_pool("jemalloc") == "system"
+    assert pa.default_memory_pool().backend_name == "system"

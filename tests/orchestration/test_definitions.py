@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from assets.resources import parity_resource
@@ -208,15 +209,25 @@ def test_the_runtime_is_shown_and_applied_where_a_step_runs(env, monkeypatch):
     from parity.io import native, parallel
     from parity.io.runtime import apply_runtime
 
-    before = Runtime(workers=parallel._limit, native=native.kernel is not None)
+    before = Runtime(
+        workers=parallel._limit,
+        native=native.kernel is not None,
+        memory_pool=pa.default_memory_pool().backend_name,
+    )
     monkeypatch.setenv("PARITY_WORKERS", "2")
     monkeypatch.setenv("PARITY_NO_NATIVE", "1")
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
     try:
         resource = build_definitions().resources["parity"]
-        assert resource.runtime == {"PARITY_WORKERS": "2", "PARITY_NO_NATIVE": "1"}
+        assert resource.runtime == {
+            "PARITY_WORKERS": "2",
+            "PARITY_NO_NATIVE": "1",
+            "ARROW_DEFAULT_MEMORY_POOL": "system",
+        }
         apply_runtime(Runtime())  # a fresh step process, before its resources are built
         with dg.build_resources({"parity": resource}):
             assert native.kernel is None and parallel._limit == 2
+            assert pa.default_memory_pool().backend_name == "system"
         # A resource built without runtime config leaves the process as it was set.
         with dg.build_resources({"parity": resource.model_copy(update={"runtime": {}})}):
             assert native.kernel is None and parallel._limit == 2
