@@ -207,5 +207,6 @@ def verify_columns(
 
 
 def _int64_values(column: pa.Array) -> np.ndarray:
-    """The int64 values of a column without nulls' meaning (null slots hold anything)."""
-    return np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset)
+    """The int64 values of a column without nulls' meaning (null slots hold anything). A
+    slice starts ``column.offset`` values into its buffer (numpy's offset is in bytes)."""
+    return np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
