@@ -14,8 +14,8 @@ last to exit stop the server, but it never forgets a process that died without i
 handlers (killed, ``os._exit``), so one crash keeps the server for good, and it stops a
 server someone asked to keep as readily as one nobody asked for. Parity keeps its own record
 beside the data, ``pgdata.users.json`` (under ``pgdata.lock``): the postmaster it describes,
-whether that server is *kept*, and the processes using it (pid and start time, so that a
-recycled pid is not taken for a user, and a dead process is dropped by the next reader).
+whether that server is *kept*, and the processes using it (pid and start time since boot, so
+that a recycled pid is not taken for a user, and a dead process is dropped by the next reader).
 
 - A process using the server is registered while it holds it: from its first
   :func:`ensure_embedded` until it exits, or for the scope of :func:`embedded_in_use` (a CLI
@@ -292,9 +292,23 @@ def _release_all() -> None:
 
 
 def _this_process() -> tuple[str, float]:
-    import psutil
+    return str(os.getpid()), _started(os.getpid())
 
-    return str(os.getpid()), psutil.Process().create_time()
+
+def _started(pid: int) -> float:
+    """When process ``pid`` started, on a clock no change of the wall clock moves: on Linux
+    the kernel's start time in seconds since boot (``/proc/<pid>/stat``); elsewhere psutil's
+    wall-clock start. psutil's on Linux is that plus ``btime`` of ``/proc/stat``, whole
+    seconds that move when the clock is set (NTP after a resume): a live process would no
+    longer match its record and be dropped, and the server stopped under it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, IndexError, ValueError):
+        import psutil
+
+        return psutil.Process(pid).create_time()
 
 
 def _alive(pid: str, created: float) -> bool:
@@ -302,9 +316,7 @@ def _alive(pid: str, created: float) -> bool:
 
     try:
         process = psutil.Process(int(pid))
-        return (
-            abs(process.create_time() - created) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
-        )
+        return abs(_started(int(pid)) - created) < 0.5 and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, ValueError):
         return False
 

@@ -205,6 +205,20 @@ def test_the_server_stays_while_another_process_uses_it_and_the_last_one_stops_i
                 process.communicate()
 
 
+def test_a_process_using_the_server_stays_registered_when_the_clock_is_set(home: Path) -> None:
+    first = holder(home)
+    try:
+        running = servers(home)
+        # The wall clock was set by a second (NTP after a resume): /proc/stat's btime, which
+        # psutil adds to every process's start, moved with it, in the next process to look.
+        stepped = "import psutil._pslinux as l; b = l.boot_time; l.boot_time = lambda: b() + 1\n"
+        python(stepped + textwrap.dedent(OPEN_STORE), home)  # attaches and exits
+        assert servers(home) == running  # the holder still counts as a user
+    finally:
+        let_go(first)
+    assert servers(home) == []
+
+
 def test_a_killed_starter_leaves_the_server_only_until_the_next_user_lets_go(home: Path) -> None:
     starter = holder(home)
     starter.send_signal(signal.SIGKILL)  # no exit handlers run
