@@ -108,7 +108,7 @@ class Runtime:
     #: The allocator of Arrow's buffers (``ARROW_DEFAULT_MEMORY_POOL``). Parity's default is
     #: jemalloc, where the pyarrow build has it: it hands freed memory back to the system
     #: between the hour's phases, where Arrow's own default (mimalloc) keeps it (measured
-    #: at 10M events: the run's peak 1,309 MB with mimalloc, 957 MB with jemalloc).
+    #: at 10M events: the run's peak 1.19-1.31 GB with mimalloc, 0.96-1.15 GB with jemalloc).
     memory_pool: str = "jemalloc"
 
     @classmethod
