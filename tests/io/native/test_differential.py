@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import rfc8785
 
@@ -315,6 +316,31 @@ def test_slices_are_verified_where_they_start() -> None:
         part = table.slice(start, length)
         assert verify_checksums(part).to_pylist() == expected[start : start + length]
     assert sum(expected) > 1000  # mostly valid rows: a misread column would show
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"payload": pa.large_string(), "stream": pa.large_string()},  # the kernel reads these
+        {"seq": pa.int32(), "emitted_at": pa.timestamp("ns", tz="UTC")},  # cast on the way in
+        {"payload": pa.string_view()},  # left to Python, whole
+        {"event_type": pa.dictionary(pa.int32(), pa.string())},
+    ],
+    ids=["large-strings", "narrow-ints-ns-time", "string-view", "dictionary"],
+)
+def test_other_arrow_layouts_get_the_same_verdicts(layout: dict[str, pa.DataType]) -> None:
+    table = _snapshot_rows(11, 2000)
+    if "seq" in layout:  # only the rows an int32 seq and a nanosecond time can hold
+        seq, year = table["seq"], pc.year(table["emitted_at"])
+        seq_fits = pc.and_(pc.greater_equal(seq, -(2**31)), pc.less(seq, 2**31))
+        time_fits = pc.and_(pc.greater(year, 1677), pc.less(year, 2262))
+        table = table.filter(pc.and_(pc.fill_null(seq_fits, True), pc.fill_null(time_fits, True)))
+    expected = verify_checksums_python(table).to_pylist()
+    cast = table.cast(
+        pa.schema([pa.field(f.name, layout.get(f.name, f.type)) for f in table.schema])
+    )
+    assert verify_checksums(cast).to_pylist() == expected
+    assert verify_checksums(cast.slice(3, 700)).to_pylist() == expected[3:703]
 
 
 @pytest.mark.parametrize("route", ["portable", "shani", "libcrypto"])
