@@ -75,6 +75,11 @@ def check_partitions(
 
 
 def build_job(name: str, environ: Mapping[str, str] | None) -> dg.JobDefinition:
+    """The job ``name`` of the code location. Build it while the instance it will run on is
+    entered: loading definitions reads the *current* instance's definitions state, which
+    Dagster keeps in a context variable; outside the instance's ``with`` that variable may
+    still name an instance disposed of earlier in the process, and the load fails with
+    "Attempted to resolve undefined DagsterInstance weakref"."""
     with warnings.catch_warnings():
         # Dagster's beta/preview notices (observable source assets, sensor owners) are for
         # the authors of definitions, not for someone running `parity reconcile`.
@@ -95,10 +100,10 @@ def reconcile_partitions(
 ) -> list[PartitionOutcome]:
     """Reconcile each hour in its own run; ``on_outcome`` sees each hour as it is done."""
     check_partitions(keys, environ)
-    job = build_job(RECONCILE_EVENTS_JOB, environ)
     settings = Settings.from_env(environ)
     outcomes = []
     with _maybe_instance(instance) as inst:
+        job = build_job(RECONCILE_EVENTS_JOB, environ)  # with its instance current: see there
         for key in keys:
             result = job.execute_in_process(
                 partition_key=key, instance=inst, raise_on_error=False, run_config=QUIET

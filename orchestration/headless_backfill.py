@@ -103,8 +103,8 @@ def backfill_partitions(
 ) -> BackfillOutcome:
     """Backfill the hours, then (unless a dry run) reconcile each again."""
     check_partitions(keys, environ)
-    job = build_job(BACKFILL_MISSED_EVENTS_JOB, environ)
     with _maybe_instance(instance) as inst:
+        job = build_job(BACKFILL_MISSED_EVENTS_JOB, environ)
         results, failures = run_backfill_job(
             job,
             keys,

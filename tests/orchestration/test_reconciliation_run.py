@@ -223,3 +223,44 @@ def test_blocking_check_failure_stops_what_depends_on_it(world_env: World):
     assert {"ws_log_snapshot", "supabase_events_snapshot"} <= materialized
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     assert "no_checksum_mismatches" in failed
+
+
+def test_a_command_loads_its_definitions_on_the_instance_it_runs_with(
+    world_env: World, monkeypatch: pytest.MonkeyPatch
+):
+    # Dagster keeps the current instance's definitions state in a context variable. Two
+    # instances left in the wrong order (a fixture torn down late, a generator closed by
+    # the garbage collector) leave it naming one that is gone, and loading definitions
+    # then fails with "Attempted to resolve undefined DagsterInstance weakref". The
+    # commands build their jobs while their own instance is the current one.
+    import contextvars
+    import gc
+    import os
+
+    from orchestration.headless import reconcile_partitions
+
+    health = stream_events("health", "system.health", 5)
+    world_env.log(health)
+    world_env.insert(health)
+
+    home = os.environ.get("DAGSTER_HOME")  # each test instance sets it while entered
+
+    def with_a_stale_instance_current() -> list:
+        first, second = dg.instance_for_test(), dg.instance_for_test()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)  # restores the first's, disposed, as current
+        del first, second
+        gc.collect()
+        if home is None:
+            monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        else:
+            monkeypatch.setenv("DAGSTER_HOME", home)
+        with pytest.raises(dg.DagsterInvariantViolationError, match="weakref"):
+            build_definitions().resolve_job_def(RECONCILE_EVENTS_JOB)
+        return reconcile_partitions([PARTITION])
+
+    (outcome,) = contextvars.copy_context().run(with_a_stale_instance_current)
+    assert outcome.success and outcome.report is not None
+    assert (outcome.report["ws_events"], outcome.report["supabase_events"]) == (5, 5)
