@@ -165,9 +165,18 @@ def world_env(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
 def fresh_dagster_instance_context():
     """Dagster keeps the current instance's defs-state storage in a context variable that
     can outlive a test's instance; loading definitions later then touches a disposed
-    instance. Each test runs inside a test instance of its own."""
+    instance. Each test runs inside a test instance of its own.
+
+    Collected first: an instance context an earlier test left to the garbage collector
+    (a cycle holding an entered instance) resets that variable, when it is finally closed,
+    to what it was when it was entered, a long-gone instance. Closed now, it cannot do so
+    in the middle of this test (the likely way "Attempted to resolve undefined
+    DagsterInstance weakref" came once in CI)."""
+    import gc
+
     import dagster as dg
 
+    gc.collect()
     with dg.instance_for_test():
         yield
 
