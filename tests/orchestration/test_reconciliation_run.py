@@ -3,7 +3,10 @@ fault of every kind injected; the report and the checks must say exactly what wa
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import gc
+import os
 from dataclasses import replace
 
 import dagster as dg
@@ -11,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestration.definitions import build_definitions
+from orchestration.headless import reconcile_partitions
 from orchestration.jobs import RECONCILE_EVENTS_JOB
 from parity.core import report as reports
 from parity.core.events import make_event
@@ -233,12 +237,6 @@ def test_a_command_loads_its_definitions_on_the_instance_it_runs_with(
     # the garbage collector) leave it naming one that is gone, and loading definitions
     # then fails with "Attempted to resolve undefined DagsterInstance weakref". The
     # commands build their jobs while their own instance is the current one.
-    import contextvars
-    import gc
-    import os
-
-    from orchestration.headless import reconcile_partitions
-
     health = stream_events("health", "system.health", 5)
     world_env.log(health)
     world_env.insert(health)
